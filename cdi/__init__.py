@@ -1,0 +1,1 @@
+"""gpu-cdi: a Container Device Interface library and NVIDIA spec generator."""

@@ -1,0 +1,5 @@
+import sys
+
+from cdi.cli import main
+
+sys.exit(main())

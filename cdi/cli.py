@@ -1,0 +1,42 @@
+"""`gpu-cdi`: the command line. Only parses flags; each subcommand lives with what it drives.
+
+Subcommand modules must import nothing heavy at module level (pynvml, yaml, attrs): the
+parser is built on every start, and start-up time is part of `gpu-cdi generate`'s budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `gpu-cdi` parser, with every subcommand registered."""
+    from cdi import commands
+    from cdi.nvidia import commands as nvidia_commands
+
+    parser = argparse.ArgumentParser(
+        prog="gpu-cdi", description="Generate, inspect and validate CDI specs for NVIDIA GPUs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    nvidia_commands.register(sub)
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `gpu-cdi`; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""gpu-cdi-nri: an NRI plugin that injects CDI devices into containers."""

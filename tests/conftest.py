@@ -1,0 +1,1 @@
+"""Shared fixtures. Each area keeps its own fixtures next to its tests."""
