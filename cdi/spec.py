@@ -8,13 +8,13 @@ library distinguishes them (major 0 means "fill from the host").
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import attrs
 
 
-def _tuple(value: object) -> tuple[object, ...]:
-    return tuple(value) if value is not None else ()  # type: ignore[call-overload]
+def _tuple(value: Iterable[object] | None) -> tuple[object, ...]:
+    return tuple(value) if value is not None else ()
 
 
 @attrs.frozen

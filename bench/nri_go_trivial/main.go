@@ -1,0 +1,52 @@
+// A trivial NRI plugin on containerd's Go stub (NRI 0.6.1), for comparison in bench/nri.py
+// (--go-plugin). CreateContainer answers an empty adjustment; prints "configured" and
+// "synchronized" like tests/nri/sample_plugin.py. Build it from Debian's Go sources (trixie):
+//
+//	download + dpkg -x: golang-github-containerd-{nri,ttrpc}-dev golang-google-{protobuf,grpc,genproto}-dev
+//	  golang-github-sirupsen-logrus-dev golang-golang-x-{sys,net,text}-dev
+//	  golang-github-opencontainers-specs-dev golang-github-gogo-protobuf-dev
+//	  golang-github-golang-protobuf-1-5-dev
+//	GO111MODULE=off GOPATH=<dir with src/trivial/main.go>:<unpacked>/usr/share/gocode go build
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+)
+
+type plugin struct{}
+
+func (p *plugin) Configure(_ context.Context, config, runtime, version string) (stub.EventMask, error) {
+	fmt.Println("configured")
+	return 0, nil
+}
+
+func (p *plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	fmt.Println("synchronized")
+	return nil, nil
+}
+
+func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	return &api.ContainerAdjustment{}, nil, nil
+}
+
+func main() {
+	socket := flag.String("socket", "/var/run/nri/nri.sock", "")
+	name := flag.String("name", "gotrivial", "")
+	idx := flag.String("idx", "50", "")
+	flag.Parse()
+	s, err := stub.New(&plugin{}, stub.WithSocketPath(*socket), stub.WithPluginName(*name), stub.WithPluginIdx(*idx))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := s.Run(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

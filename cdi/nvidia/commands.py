@@ -1,0 +1,293 @@
+"""`gpu-cdi generate` and `gpu-cdi inventory`: flags (named as nvidia-ctk names them) -> run.
+
+Only argparse is imported up front: pynvml, yaml and the CDI core load when a path needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+HOOK_PROGRAM = "gpu-cdi-hook"
+KNOWN_VERSIONS = tuple(f"0.{minor}.0" for minor in range(3, 9))
+
+
+def _add_discovery(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--driver-root",
+        default=None,
+        metavar="DIR",
+        help="root the driver files are under, e.g. /run/nvidia/driver (default /)",
+    )
+    p.add_argument(
+        "--dev-root",
+        default=None,
+        metavar="DIR",
+        help="root the /dev nodes are under (default: the driver root)",
+    )
+    p.add_argument(
+        "--host-root",
+        default=None,
+        metavar="DIR",
+        help="root of the host's /proc and /sys (default /)",
+    )
+    p.add_argument(
+        "--library-search-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="extra driver library directory (repeatable)",
+    )
+    p.add_argument(
+        "--mode",
+        "--discovery-mode",
+        choices=("nvml", "management", "imex"),
+        default="nvml",
+        help="what the spec gives containers (default nvml)",
+    )
+
+
+def register(sub: Any) -> None:
+    """Add the `generate` and `inventory` subcommands to the `gpu-cdi` parser."""
+    g = sub.add_parser(
+        "generate",
+        help="write a CDI spec for this host's NVIDIA GPUs (like nvidia-ctk cdi generate)",
+        description="Generate a CDI spec for the NVIDIA GPUs of this host, or of a saved "
+        "inventory (--inventory FILE, no driver needed).",
+    )
+    g.add_argument("--output", default="", metavar="FILE", help="spec file (default stdout)")
+    g.add_argument(
+        "--format",
+        choices=("yaml", "json"),
+        default=None,
+        help="yaml or json (default: from the --output extension, else yaml)",
+    )
+    g.add_argument(
+        "--device-name-strategy",
+        action="append",
+        default=[],
+        metavar="S",
+        help="index, uuid or type-index; repeatable (default index and uuid)",
+    )
+    g.add_argument(
+        "--device-id",
+        "--device",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only this GPU index, MIG index (0:1), UUID, 'all' or 'none'",
+    )
+    g.add_argument("--no-all-device", action="store_true", help="no merged 'all' device")
+    g.add_argument("--vendor", "--cdi-vendor", default="nvidia.com", help="kind vendor")
+    g.add_argument(
+        "--class", "--cdi-class", dest="cls", default="gpu", metavar="CLASS", help="kind class"
+    )
+    g.add_argument(
+        "--hook-path",
+        "--nvidia-cdi-hook-path",
+        default=None,
+        metavar="PATH",
+        help=f"hook program in the spec (default: {HOOK_PROGRAM} on PATH)",
+    )
+    g.add_argument(
+        "--disable-hook",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave a hook action out (repeatable, or 'all')",
+    )
+    g.add_argument(
+        "--enable-hook",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="turn a hook action on, e.g. chmod (repeatable)",
+    )
+    g.add_argument(
+        "--one-hook-per-action",
+        action="store_true",
+        help="one hook per action instead of one chained gpu-cdi-hook call",
+    )
+    g.add_argument(
+        "--ldconfig-path",
+        default="",
+        metavar="PATH",
+        help="ldconfig the update-ldcache action runs in containers",
+    )
+    g.add_argument(
+        "--cdi-version",
+        default=None,
+        metavar="V",
+        help="write this cdiVersion, e.g. 0.5.0 for podman 4 (default: the minimum)",
+    )
+    g.add_argument(
+        "--inventory",
+        default=None,
+        metavar="FILE",
+        help="build from a saved inventory (gpu-cdi inventory) instead of this host",
+    )
+    g.add_argument(
+        "--check",
+        action="store_true",
+        help="compare --output with what this host gives now; exit 1 with a diff",
+    )
+    g.add_argument(
+        "--strict", action="store_true", help="fail if a GPU or MIG device has to be left out"
+    )
+    _add_discovery(g)
+    g.set_defaults(func=generate_command)
+
+    i = sub.add_parser(
+        "inventory",
+        help="print what this host has (GPUs, MIG devices, driver files) as YAML",
+        description="Discover this host and print its inventory; "
+        "`gpu-cdi generate --inventory FILE` builds a spec from it.",
+    )
+    i.add_argument("--output", default="", metavar="FILE", help="file (default stdout)")
+    _add_discovery(i)
+    i.set_defaults(func=inventory_command)
+
+
+class UsageError(Exception):
+    """Conflicting or invalid flags."""
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _hook_path(given: str | None) -> str:
+    """--hook-path, else gpu-cdi-hook on PATH (as nvidia-ctk finds its hook), else /usr/bin."""
+    if given:
+        return given
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(folder, HOOK_PROGRAM)
+        if folder.startswith("/") and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return f"/usr/bin/{HOOK_PROGRAM}"
+
+
+def _hooks(disable: list[str], enable: list[str]) -> frozenset[str]:
+    from cdi.nvidia.build import DEFAULT_HOOKS, HOOKS
+
+    for name in (*disable, *enable):
+        if name not in HOOKS and name != "all":
+            raise UsageError(f"unknown hook {name!r} (one of {', '.join(HOOKS)}, or all)")
+    if "all" in enable:
+        raise UsageError("--enable-hook all is not allowed: name the hooks to enable")
+    hooks = set() if "all" in disable else set(DEFAULT_HOOKS) - set(disable)
+    return frozenset(hooks | set(enable))
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from cdi.names import class_error, vendor_error
+    from cdi.nvidia import naming
+    from cdi.nvidia.build import Options
+
+    for error in (vendor_error(args.vendor), class_error(args.cls)):
+        if error:
+            raise UsageError(error)
+    try:
+        strategies = naming.unique_strategies(
+            _split(args.device_name_strategy) or naming.DEFAULT_STRATEGIES
+        )
+    except ValueError as error:
+        raise UsageError(f"--device-name-strategy: {error}") from None
+    ids = tuple(_split(args.device_id)) or ("all",)
+    if "none" in ids and len(ids) > 1:
+        raise UsageError(f"--device-id none conflicts with --device-id {', '.join(ids)}")
+    if args.cdi_version is not None and args.cdi_version.lstrip("v") not in KNOWN_VERSIONS:
+        raise UsageError(
+            f"--cdi-version {args.cdi_version!r}: not a CDI version the reference library "
+            f"0.8.0 reads ({', '.join(KNOWN_VERSIONS)})"
+        )
+    return Options(
+        vendor=args.vendor,
+        cls=args.cls,
+        mode=args.mode,
+        strategies=strategies,
+        device_ids=ids,
+        all_device=not args.no_all_device and "none" not in ids,
+        hook_path=_hook_path(args.hook_path),
+        hooks=_hooks(_split(args.disable_hook), _split(args.enable_hook)),
+        hook_per_action=args.one_hook_per_action,
+        ldconfig_path=args.ldconfig_path,
+    )
+
+
+def _absolute(flag: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith("/"):
+        raise UsageError(f"{flag} {value!r}: must be an absolute path")
+    return os.path.normpath(value)
+
+
+def _inventory(args: argparse.Namespace) -> Any:
+    from cdi.nvidia.discover import discover
+
+    driver_root = _absolute("--driver-root", args.driver_root) or "/"
+    dev_root = _absolute("--dev-root", args.dev_root)
+    host_root = _absolute("--host-root", args.host_root) or "/"
+    paths = [_absolute("--library-search-path", p) or "" for p in args.library_search_path]
+    return discover(driver_root, dev_root, host_root, paths, args.mode)
+
+
+def _saved_inventory(args: argparse.Namespace) -> Any:
+    from cdi.nvidia import inventory
+
+    if args.host_root is not None or args.library_search_path:
+        raise UsageError(
+            "--inventory conflicts with --host-root and --library-search-path: "
+            "a saved inventory is not discovered again"
+        )
+    inv = inventory.load(args.inventory)
+    # The roots say where the inventory's files are on the machine the spec is for.
+    driver_root = _absolute("--driver-root", args.driver_root)
+    dev_root = _absolute("--dev-root", args.dev_root)
+    if driver_root is not None:
+        inv = inv._replace(driver_root=driver_root, dev_root=dev_root or driver_root)
+    elif dev_root is not None:
+        inv = inv._replace(dev_root=dev_root)
+    return inv
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"gpu-cdi {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    """Run `gpu-cdi generate`."""
+    from cdi.nvidia import generate
+    from cdi.nvidia.discover import DiscoveryError
+    from cdi.nvidia.inventory import InventoryError
+
+    try:
+        options = _options(args)
+        target = generate.output_target(args.output, args.format, args.check)
+        inv = _saved_inventory(args) if args.inventory else _inventory(args)
+        version = args.cdi_version.lstrip("v") if args.cdi_version else None
+        return generate.run(inv, options, target, version, strict=args.strict)
+    except (UsageError, generate.GenerateError, DiscoveryError, InventoryError) as error:
+        return _fail("generate", str(error))
+
+
+def inventory_command(args: argparse.Namespace) -> int:
+    """Run `gpu-cdi inventory`."""
+    from cdi.errors import WriteError
+    from cdi.nvidia import inventory
+    from cdi.nvidia.discover import DiscoveryError
+    from cdi.writer import write_atomic
+
+    try:
+        text = inventory.dump(_inventory(args))
+        if args.output:
+            write_atomic(args.output, text.encode())
+        else:
+            sys.stdout.write(text)
+    except (UsageError, DiscoveryError, WriteError) as error:
+        return _fail("inventory", str(error))
+    return 0

@@ -1,0 +1,257 @@
+"""Every validation rule of a CDI spec, and the minimum cdiVersion a spec needs.
+
+This is the only place that decides whether a spec is valid; the loader, the writer and the
+registry all call `validate_spec`. The rules are the reference library's (0.8.0) plus the
+deliberate differences listed in docs/cdi-deviations.md (absolute paths, annotation keys,
+one-character vendor/class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from cdi.errors import SpecError
+from cdi.names import (
+    class_error,
+    device_name_error,
+    parse_qualifier,
+    quote,
+    spec_annotation_error,
+    vendor_error,
+)
+from cdi.spec import ContainerEdits, Device, Spec
+
+# The versions the reference 0.8.0 knows. 0.1.0 and 0.2.0 are "known" but every spec needs
+# at least 0.3.0, so they always fail the minimum-version check (as in the reference).
+KNOWN_VERSIONS: dict[str, tuple[int, int, int]] = {
+    f"0.{minor}.0": (0, minor, 0) for minor in range(1, 9)
+}
+LATEST_VERSION = "0.8.0"
+FLOOR_VERSION = "0.3.0"
+
+HOOK_NAMES = frozenset(
+    ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+)
+NODE_TYPES = frozenset(("", "b", "c", "u", "p"))
+_PERMISSION_CHARS = frozenset("rwm")
+_CLOS_ID_MAX = 4096
+
+
+def parse_version(version: str) -> tuple[int, int, int] | None:
+    """The version as a tuple if the reference knows it (an optional leading `v` is allowed)."""
+    return KNOWN_VERSIONS.get(version[1:] if version.startswith("v") else version)
+
+
+def version_requirements(spec: Spec) -> Iterator[tuple[str, str]]:
+    """Every (version, reason) that the content of `spec` requires, beyond the 0.3.0 floor."""
+    vendor, cls = parse_qualifier(spec.kind)
+    if spec.annotations:
+        yield "0.6.0", "spec annotations"
+    if vendor and "." in cls:
+        yield "0.6.0", f"'.' in class {quote(cls)}"
+    for edits, where in _all_edits(spec):
+        for mount in edits.mounts:
+            if mount.type:
+                yield "0.4.0", f"{where}mount type {quote(mount.type)}"
+        for node in edits.device_nodes:
+            if node.host_path:
+                yield "0.5.0", f"{where}device node hostPath {quote(node.host_path)}"
+        if edits.intel_rdt is not None:
+            yield "0.7.0", f"{where}intelRdt"
+        if edits.additional_gids:
+            yield "0.7.0", f"{where}additionalGids"
+    for device in spec.devices:
+        name = device.name
+        if name and not ("A" <= name[0] <= "Z" or "a" <= name[0] <= "z"):
+            yield "0.5.0", f"device name {quote(name)} not starting with a letter"
+        if device.annotations:
+            yield "0.6.0", f"device {quote(name)}: annotations"
+
+
+def _all_edits(spec: Spec) -> Iterator[tuple[ContainerEdits, str]]:
+    yield spec.container_edits, ""
+    for device in spec.devices:
+        yield device.container_edits, f"device {quote(device.name)}: "
+
+
+def minimum_requirement(spec: Spec) -> tuple[str, str]:
+    """The minimum cdiVersion of `spec` and the first reason for it ("" at the floor)."""
+    required = minimum_version(spec)
+    for version, reason in version_requirements(spec):
+        if version == required:
+            return required, reason
+    return required, ""
+
+
+def minimum_version(spec: Spec) -> str:
+    """The lowest cdiVersion that can express `spec` (the reference's MinimumRequiredVersion).
+
+    The same predicates as `version_requirements`, without building the reasons: this runs
+    on every load.
+    """
+    best = 3
+    vendor, cls = parse_qualifier(spec.kind)
+    if spec.annotations or (vendor and "." in cls):
+        best = 6
+    for edits in (spec.container_edits, *(device.container_edits for device in spec.devices)):
+        if edits.intel_rdt is not None or edits.additional_gids:
+            return "0.7.0"
+        if best < 5 and any(node.host_path for node in edits.device_nodes):
+            best = 5
+        if best < 4 and any(mount.type for mount in edits.mounts):
+            best = 4
+    if best < 6:
+        for device in spec.devices:
+            if device.annotations:
+                best = 6
+                break
+            name = device.name
+            if name and not ("A" <= name[0] <= "Z" or "a" <= name[0] <= "z"):
+                best = 5
+    return f"0.{best}.0"
+
+
+def version_error(spec: Spec) -> str | None:
+    """Why `spec.version` is unknown or too old for its content, or None."""
+    key = parse_version(spec.version)
+    if key is None:
+        return (
+            f"invalid cdiVersion {quote(spec.version)}: not a version the reference library "
+            f"0.8.0 knows (0.3.0 to {LATEST_VERSION}, optionally with a leading 'v')"
+        )
+    required, why = minimum_requirement(spec)
+    if key < KNOWN_VERSIONS[required]:
+        reason = f" ({why} needs it)" if why else " (the oldest usable spec version)"
+        return f"cdiVersion {quote(spec.version)} is too old: needs at least {required}{reason}"
+    return None
+
+
+def validate_spec(spec: Spec, source: str) -> None:
+    """Raise SpecError (naming `source`, the device/field and the rule) unless `spec` is valid."""
+    error = version_error(spec)
+    if error is not None:
+        raise SpecError(source, error, "cdiVersion")
+    vendor, cls = parse_qualifier(spec.kind)
+    if not vendor:
+        raise SpecError(source, f'invalid kind {quote(spec.kind)}: expected "vendor/class"', "kind")
+    error = vendor_error(vendor) or class_error(cls)
+    if error is not None:
+        raise SpecError(source, error, f"kind {quote(spec.kind)}")
+    if spec.annotations:
+        error = spec_annotation_error(spec.annotations)
+        if error is not None:
+            raise SpecError(source, error, "annotations")
+    edits_error = _edits_error(spec.container_edits)
+    if edits_error is not None:
+        raise SpecError(source, edits_error[1], f"containerEdits{edits_error[0]}")
+    seen: set[str] = set()
+    for device in spec.devices:
+        device_error = _device_error(device)
+        if device_error is not None:
+            where, reason = device_error
+            raise SpecError(source, reason, f"device {quote(device.name)}{where}")
+        if device.name in seen:
+            raise SpecError(
+                source,
+                f"duplicate device name {quote(device.name)} (names are unique in a spec)",
+                f"device {quote(device.name)}",
+            )
+        seen.add(device.name)
+
+
+def _device_error(device: Device) -> tuple[str, str] | None:
+    error = device_name_error(device.name)
+    if error is not None:
+        return "", error
+    if device.annotations:
+        error = spec_annotation_error(device.annotations)
+        if error is not None:
+            return ": annotations", error
+    edits = device.container_edits
+    if edits.is_empty():
+        return ": containerEdits", "empty device edits (every device needs at least one edit)"
+    edits_error = _edits_error(edits)
+    if edits_error is not None:
+        return f": containerEdits{edits_error[0]}", edits_error[1]
+    return None
+
+
+def _env_error(env: Iterable[str]) -> str | None:
+    for var in env:
+        if var.find("=") <= 0:
+            return f"invalid environment variable {quote(var)}: must be NAME=value"
+    return None
+
+
+def _edits_error(edits: ContainerEdits) -> tuple[str, str] | None:
+    """(field path, reason) of the first invalid edit, or None."""
+    if edits.env:
+        error = _env_error(edits.env)
+        if error is not None:
+            return ".env", error
+    for index, node in enumerate(edits.device_nodes):
+        path = node.path
+        if not path or path[0] != "/":
+            return (
+                f".deviceNodes[{index}].path",
+                f"invalid device node path {quote(path)}: must be an absolute path",
+            )
+        host_path = node.host_path
+        if host_path is not None and host_path and host_path[0] != "/":
+            return (
+                f".deviceNodes[{index}].hostPath",
+                f"invalid device node hostPath {quote(host_path)}: must be an absolute path",
+            )
+        if node.type is not None and node.type not in NODE_TYPES:
+            return (
+                f".deviceNodes[{index}].type",
+                f"device {quote(path)}: invalid type {quote(node.type)} "
+                '(one of "b", "c", "u", "p" or empty)',
+            )
+        permissions = node.permissions
+        if permissions and not _PERMISSION_CHARS.issuperset(permissions):
+            return (
+                f".deviceNodes[{index}].permissions",
+                f"device {quote(path)}: invalid permissions {quote(permissions)} "
+                "(only 'r', 'w', 'm')",
+            )
+    for index, hook in enumerate(edits.hooks):
+        if hook.hook_name not in HOOK_NAMES:
+            return (
+                f".hooks[{index}].hookName",
+                f"invalid hook name {quote(hook.hook_name)} "
+                f"(one of {', '.join(sorted(HOOK_NAMES))})",
+            )
+        if not hook.path or hook.path[0] != "/":
+            return (
+                f".hooks[{index}].path",
+                f"invalid hook path {quote(hook.path)}: must be an absolute path",
+            )
+        if hook.env:
+            error = _env_error(hook.env)
+            if error is not None:
+                return f".hooks[{index}].env", error
+    for index, mount in enumerate(edits.mounts):
+        if not mount.host_path:
+            return f".mounts[{index}].hostPath", "invalid mount: empty hostPath"
+        container_path = mount.container_path
+        if not container_path or container_path[0] != "/":
+            return (
+                f".mounts[{index}].containerPath",
+                f"invalid mount containerPath {quote(container_path)}: must be an absolute path",
+            )
+    rdt = edits.intel_rdt
+    if rdt is not None and rdt.clos_id:
+        clos_id = rdt.clos_id
+        if (
+            len(clos_id) >= _CLOS_ID_MAX
+            or clos_id in (".", "..")
+            or "/" in clos_id
+            or ("\n" in clos_id)
+        ):
+            return (
+                ".intelRdt.closID",
+                f"invalid closID {quote(clos_id)}: must be shorter than {_CLOS_ID_MAX} "
+                "characters, not '.' or '..', without '/' or newline",
+            )
+    return None

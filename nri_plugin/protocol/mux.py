@@ -1,0 +1,129 @@
+"""NRI's connection multiplexer, sans I/O.
+
+One stream socket carries several logical byte streams. Each frame is an 8-byte header,
+connection id and payload length (both uint32 big-endian), then the payload. Frame
+boundaries mean nothing to the logical streams: a receiver concatenates payloads per id.
+
+`Mux.receive_data(bytes)` returns the logical-stream chunks found in the input, passing
+payload bytes through as they arrive, so its own buffer never holds more than a header.
+`Mux.frame(conn_id, message)` returns the frames for one upper-layer message, split so no
+payload exceeds what containerd's reader accepts (4096 bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from nri_plugin.protocol.errors import MuxError
+
+HEADER = struct.Struct(">II")
+HEADER_SIZE = HEADER.size
+PLUGIN_SERVICE_CONN = 1
+"""Logical connection on which the runtime calls the plugin (plugin is the ttrpc server)."""
+RUNTIME_SERVICE_CONN = 2
+"""Logical connection on which the plugin calls the runtime (runtime is the ttrpc server)."""
+# containerd reads each logical connection through a 4096-byte bufio.Reader; a larger queued
+# frame fails its read with ENOMEM and drops the plugin.
+MAX_SEND_PAYLOAD = 4096
+# NRI v0.6.1's writer refuses larger payloads, so a bigger length can only be garbage.
+MAX_RECV_PAYLOAD = 1 << 24
+
+
+class Chunk(NamedTuple):
+    """Bytes of logical connection `conn_id`, in order."""
+
+    conn_id: int
+    data: bytes
+
+
+class Mux:
+    """Frame and deframe the multiplexer's byte stream."""
+
+    def __init__(
+        self,
+        conn_ids: tuple[int, ...] = (PLUGIN_SERVICE_CONN, RUNTIME_SERVICE_CONN),
+        *,
+        max_send_payload: int = MAX_SEND_PAYLOAD,
+        max_recv_payload: int = MAX_RECV_PAYLOAD,
+    ) -> None:
+        if max_send_payload < 1:
+            raise ValueError(f"max_send_payload must be positive, got {max_send_payload}")
+        self._conn_ids = frozenset(conn_ids)
+        self._max_send = max_send_payload
+        self._max_recv = max_recv_payload
+        self._header = b""
+        self._conn = 0
+        self._remaining = 0  # payload bytes of the current frame still to come
+        self.dropped_bytes = 0
+        """Payload bytes of frames for connection ids nobody listens on (Go drops them too)."""
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for more input (at most one partial header)."""
+        return len(self._header)
+
+    def receive_data(self, data: bytes) -> list[Chunk]:
+        """Feed bytes read from the socket; returns the logical-stream chunks they complete."""
+        out: list[Chunk] = []
+        view = memoryview(data)
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._remaining:
+                take = min(self._remaining, end - pos)
+                if self._conn in self._conn_ids:
+                    out.append(Chunk(self._conn, bytes(view[pos : pos + take])))
+                else:
+                    self.dropped_bytes += take
+                self._remaining -= take
+                pos += take
+                continue
+            need = HEADER_SIZE - len(self._header)
+            if need == HEADER_SIZE and end - pos >= HEADER_SIZE:
+                conn, length = HEADER.unpack_from(data, pos)
+                pos += HEADER_SIZE
+            else:
+                self._header += bytes(view[pos : pos + need])
+                pos += min(need, end - pos)
+                if len(self._header) < HEADER_SIZE:
+                    break
+                conn, length = HEADER.unpack(self._header)
+                self._header = b""
+            if length > self._max_recv:
+                raise MuxError(
+                    f"mux frame for connection {conn} announces {length} payload bytes, "
+                    f"more than the limit of {self._max_recv}"
+                )
+            self._conn, self._remaining = conn, length
+        return _coalesce(out)
+
+    def frame(self, conn_id: int, message: bytes) -> bytes:
+        """Frames carrying `message` on `conn_id`, none with more than the send limit."""
+        if not 0 < conn_id <= 0xFFFFFFFF:
+            raise ValueError(f"mux connection id must be 1..2^32-1, got {conn_id}")
+        size = len(message)
+        if size <= self._max_send:
+            return HEADER.pack(conn_id, size) + message
+        step = self._max_send
+        parts: list[bytes] = []
+        for start in range(0, size, step):
+            piece = message[start : start + step]
+            parts.append(HEADER.pack(conn_id, len(piece)))
+            parts.append(piece)
+        return b"".join(parts)
+
+
+def _coalesce(chunks: list[Chunk]) -> list[Chunk]:
+    """Merge adjacent chunks of the same connection (fewer upper-layer parse calls)."""
+    if len(chunks) < 2:
+        return chunks
+    merged: list[Chunk] = []
+    run: list[bytes] = [chunks[0].data]
+    conn = chunks[0].conn_id
+    for chunk in chunks[1:]:
+        if chunk.conn_id != conn:
+            merged.append(Chunk(conn, b"".join(run)))
+            run, conn = [], chunk.conn_id
+        run.append(chunk.data)
+    merged.append(Chunk(conn, b"".join(run)))
+    return merged

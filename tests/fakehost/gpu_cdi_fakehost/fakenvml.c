@@ -1,0 +1,956 @@
+/*
+ * Fake NVML: a libnvidia-ml.so.1 that serves a topology read from a file instead of talking to
+ * a kernel driver, so the real pynvml can be exercised on machines without a GPU.
+ *
+ * Compiled against the real nvml.h (from the nvidia-nvml-dev wheel) so every struct it fills has
+ * the driver's layout. The topology file is named by $FAKE_NVML_TOPOLOGY and is written by the
+ * Python side (gpu_cdi_fakehost.nvmlfile); its line format is documented in
+ * specs/topology-format.md ("Fake NVML file"). Each line is a record type followed by
+ * tab-separated key=value fields.
+ *
+ * Entry points not defined here are simply absent, so callers get NVML_ERROR_FUNCTION_NOT_FOUND
+ * from pynvml exactly as with an older driver that lacks them.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Export the legacy unversioned entry points too, instead of the header renaming them. */
+#define NVML_NO_UNVERSIONED_FUNC_DEFS
+#include <nvml.h>
+
+#define EXPORT __attribute__((visibility("default")))
+#define MAX_FIELD 256
+#define FAKE_MAGIC 0x46414b45u /* "FAKE": lets us reject handles that are not ours */
+
+enum handle_kind { KIND_GPU = 1, KIND_MIG = 2 };
+
+typedef struct fake_gi_profile {
+    unsigned int index; /* NVML_GPU_INSTANCE_PROFILE_* */
+    unsigned int id, p2p, slices, instances, sms, ce, dec, enc, jpeg, ofa, caps;
+    unsigned long long mem_mb;
+    char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+} fake_gi_profile;
+
+typedef struct fake_gi {
+    unsigned int magic;
+    int gpu;
+    unsigned int id, profile_id, start, size;
+} fake_gi;
+
+/* Both full GPUs and MIG devices are "devices"; an nvmlDevice_t points at one of these. */
+typedef struct fake_device {
+    unsigned int magic;
+    int kind;
+    int gpu;       /* index of the GPU (the parent, for a MIG device) */
+    int mig_index; /* MIG handle index on the parent, -1 for a full GPU */
+    char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+    char uuid[NVML_DEVICE_UUID_V2_BUFFER_SIZE];
+    unsigned int minor;
+    unsigned int domain, bus, dev, pci_device_id, pci_subsystem_id;
+    unsigned int arch;
+    int cc_major, cc_minor;
+    unsigned long long mem_total, mem_reserved, mem_used;
+    int mig_supported;
+    unsigned int mig_current, mig_pending, max_mig;
+    unsigned int gi_id, ci_id; /* MIG devices only */
+    /* per-GPU data */
+    int n_profiles;
+    fake_gi_profile *profiles;
+    int n_gis;
+    fake_gi *gis;
+    int n_migs;
+    struct fake_device **migs;
+} fake_device;
+
+typedef struct fake_error {
+    char call[MAX_FIELD];
+    int gpu; /* -1: any */
+    int mig; /* MIG handle index; -1: the GPU and all its MIG devices */
+    nvmlReturn_t code;
+    long remaining; /* < 0: forever */
+} fake_error;
+
+/* Guards init/shutdown and the error-rule counters; device data is read-only between them. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct {
+    int loaded;
+    int refcount;
+    char driver[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE];
+    char nvml[NVML_SYSTEM_NVML_VERSION_BUFFER_SIZE];
+    int cuda;
+    int n_gpus;
+    fake_device **gpus;
+    int n_errors;
+    fake_error *errors;
+} T;
+
+/* ---------------------------------------------------------------- diagnostics */
+
+static void complain(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("fake-nvml: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- topology parsing */
+
+typedef struct record {
+    int n;
+    char *keys[64];
+    char *vals[64];
+} record;
+
+static const char *get(const record *r, const char *key) {
+    for (int i = 0; i < r->n; i++)
+        if (strcmp(r->keys[i], key) == 0) return r->vals[i];
+    return NULL;
+}
+
+static int need_str(const record *r, const char *key, const char **out, const char *where) {
+    *out = get(r, key);
+    if (!*out) {
+        complain("%s: missing field '%s'", where, key);
+        return -1;
+    }
+    return 0;
+}
+
+static int need_ull(const record *r, const char *key, unsigned long long *out, const char *where) {
+    const char *s;
+    char *end;
+    if (need_str(r, key, &s, where)) return -1;
+    errno = 0;
+    *out = strtoull(s, &end, 0);
+    if (errno || *end || end == s) {
+        complain("%s: field '%s' is not an unsigned integer: '%s'", where, key, s);
+        return -1;
+    }
+    return 0;
+}
+
+static int need_uint(const record *r, const char *key, unsigned int *out, const char *where) {
+    unsigned long long v;
+    if (need_ull(r, key, &v, where)) return -1;
+    *out = (unsigned int)v;
+    return 0;
+}
+
+static int need_int(const record *r, const char *key, int *out, const char *where) {
+    const char *s;
+    char *end;
+    if (need_str(r, key, &s, where)) return -1;
+    errno = 0;
+    long v = strtol(s, &end, 0);
+    if (errno || *end || end == s) {
+        complain("%s: field '%s' is not an integer: '%s'", where, key, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static void copy_str(char *dst, size_t size, const char *src) {
+    snprintf(dst, size, "%s", src);
+}
+
+static fake_device *gpu_at(int index, const char *where) {
+    if (index < 0 || index >= T.n_gpus || !T.gpus[index]) {
+        complain("%s: no gpu with index %d defined before this line", where, index);
+        return NULL;
+    }
+    return T.gpus[index];
+}
+
+static int fill_gpu(fake_device *d, const record *r, const char *where) {
+    const char *s;
+    if (need_str(r, "name", &s, where)) return -1;
+    copy_str(d->name, sizeof d->name, s);
+    if (need_str(r, "uuid", &s, where)) return -1;
+    copy_str(d->uuid, sizeof d->uuid, s);
+    if (need_uint(r, "minor", &d->minor, where) || need_uint(r, "domain", &d->domain, where) ||
+        need_uint(r, "bus", &d->bus, where) || need_uint(r, "device", &d->dev, where) ||
+        need_uint(r, "pci_device_id", &d->pci_device_id, where) ||
+        need_uint(r, "pci_subsystem_id", &d->pci_subsystem_id, where) ||
+        need_uint(r, "arch", &d->arch, where) || need_int(r, "cc_major", &d->cc_major, where) ||
+        need_int(r, "cc_minor", &d->cc_minor, where) ||
+        need_ull(r, "mem_total", &d->mem_total, where) ||
+        need_ull(r, "mem_reserved", &d->mem_reserved, where) ||
+        need_ull(r, "mem_used", &d->mem_used, where) ||
+        need_int(r, "mig_supported", &d->mig_supported, where) ||
+        need_uint(r, "mig_current", &d->mig_current, where) ||
+        need_uint(r, "mig_pending", &d->mig_pending, where) ||
+        need_uint(r, "max_mig", &d->max_mig, where))
+        return -1;
+    return 0;
+}
+
+static int parse_gpu(const record *r, const char *where) {
+    int index;
+    if (need_int(r, "index", &index, where)) return -1;
+    if (index != T.n_gpus) {
+        complain("%s: gpu index %d out of order (expected %d)", where, index, T.n_gpus);
+        return -1;
+    }
+    fake_device *d = calloc(1, sizeof *d);
+    fake_device **g = d ? realloc(T.gpus, sizeof *g * (size_t)(T.n_gpus + 1)) : NULL;
+    if (g) T.gpus = g;
+    if (!g || fill_gpu(d, r, where)) {
+        free(d);
+        return -1;
+    }
+    d->magic = FAKE_MAGIC;
+    d->kind = KIND_GPU;
+    d->gpu = index;
+    d->mig_index = -1;
+    T.gpus[T.n_gpus++] = d;
+    return 0;
+}
+
+static int parse_profile(const record *r, const char *where) {
+    int gpu;
+    const char *s;
+    fake_gi_profile p;
+    memset(&p, 0, sizeof p);
+    if (need_int(r, "gpu", &gpu, where)) return -1;
+    fake_device *d = gpu_at(gpu, where);
+    if (!d) return -1;
+    if (need_uint(r, "profile", &p.index, where) || need_uint(r, "id", &p.id, where) ||
+        need_uint(r, "p2p", &p.p2p, where) || need_uint(r, "slices", &p.slices, where) ||
+        need_uint(r, "instances", &p.instances, where) || need_uint(r, "sms", &p.sms, where) ||
+        need_uint(r, "ce", &p.ce, where) || need_uint(r, "dec", &p.dec, where) ||
+        need_uint(r, "enc", &p.enc, where) || need_uint(r, "jpeg", &p.jpeg, where) ||
+        need_uint(r, "ofa", &p.ofa, where) || need_uint(r, "caps", &p.caps, where) ||
+        need_ull(r, "mem_mb", &p.mem_mb, where) || need_str(r, "name", &s, where))
+        return -1;
+    copy_str(p.name, sizeof p.name, s);
+    fake_gi_profile *ps = realloc(d->profiles, sizeof *ps * (size_t)(d->n_profiles + 1));
+    if (!ps) return -1;
+    d->profiles = ps;
+    d->profiles[d->n_profiles++] = p;
+    return 0;
+}
+
+static int parse_gi(const record *r, const char *where) {
+    int gpu;
+    fake_gi gi;
+    memset(&gi, 0, sizeof gi);
+    if (need_int(r, "gpu", &gpu, where)) return -1;
+    fake_device *d = gpu_at(gpu, where);
+    if (!d) return -1;
+    gi.magic = FAKE_MAGIC;
+    gi.gpu = gpu;
+    if (need_uint(r, "id", &gi.id, where) || need_uint(r, "profile_id", &gi.profile_id, where) ||
+        need_uint(r, "start", &gi.start, where) || need_uint(r, "size", &gi.size, where))
+        return -1;
+    /* GI handles point into this array, so it is allocated once at its maximum (NVML allows
+     * far fewer GPU instances per GPU) and never moved by realloc. */
+    if (d->n_gis >= 64) {
+        complain("%s: too many GPU instances on gpu %d", where, gpu);
+        return -1;
+    }
+    if (!d->gis) d->gis = calloc(64, sizeof *d->gis);
+    if (!d->gis) return -1;
+    d->gis[d->n_gis++] = gi;
+    return 0;
+}
+
+static int parse_mig(const record *r, const char *where) {
+    int gpu;
+    const char *name, *uuid;
+    if (need_int(r, "gpu", &gpu, where)) return -1;
+    fake_device *p = gpu_at(gpu, where);
+    if (!p) return -1;
+    /* A MIG device inherits everything it does not override (PCI, architecture, ...). */
+    fake_device m = *p;
+    m.kind = KIND_MIG;
+    m.mig_index = p->n_migs;
+    m.n_profiles = m.n_gis = m.n_migs = 0;
+    m.profiles = NULL;
+    m.gis = NULL;
+    m.migs = NULL;
+    if (need_str(r, "name", &name, where) || need_str(r, "uuid", &uuid, where) ||
+        need_uint(r, "gi", &m.gi_id, where) || need_uint(r, "ci", &m.ci_id, where) ||
+        need_ull(r, "mem_total", &m.mem_total, where) ||
+        need_ull(r, "mem_reserved", &m.mem_reserved, where) ||
+        need_ull(r, "mem_used", &m.mem_used, where))
+        return -1;
+    copy_str(m.name, sizeof m.name, name);
+    copy_str(m.uuid, sizeof m.uuid, uuid);
+    fake_device **ms = realloc(p->migs, sizeof *ms * (size_t)(p->n_migs + 1));
+    if (!ms) return -1;
+    p->migs = ms;
+    fake_device *heap = malloc(sizeof *heap);
+    if (!heap) return -1;
+    *heap = m;
+    p->migs[p->n_migs++] = heap;
+    return 0;
+}
+
+static int parse_error(const record *r, const char *where) {
+    const char *s;
+    fake_error e;
+    memset(&e, 0, sizeof e);
+    if (need_str(r, "call", &s, where)) return -1;
+    copy_str(e.call, sizeof e.call, s);
+    if (need_int(r, "gpu", &e.gpu, where) || need_int(r, "mig", &e.mig, where)) return -1;
+    int code, times;
+    if (need_int(r, "code", &code, where) || need_int(r, "times", &times, where)) return -1;
+    e.code = (nvmlReturn_t)code;
+    e.remaining = times;
+    fake_error *es = realloc(T.errors, sizeof *es * (size_t)(T.n_errors + 1));
+    if (!es) return -1;
+    T.errors = es;
+    T.errors[T.n_errors++] = e;
+    return 0;
+}
+
+static int split_record(char *line, record *r) {
+    r->n = 0;
+    char *save = NULL;
+    char *tok = strtok_r(line, "\t", &save);
+    /* the first token is the record type; store it under the key "" */
+    if (!tok) return 0;
+    r->keys[0] = "";
+    r->vals[0] = tok;
+    r->n = 1;
+    while ((tok = strtok_r(NULL, "\t", &save))) {
+        if (r->n >= 64) return -1;
+        char *eq = strchr(tok, '=');
+        if (!eq) return -1;
+        *eq = '\0';
+        r->keys[r->n] = tok;
+        r->vals[r->n] = eq + 1;
+        r->n++;
+    }
+    return 0;
+}
+
+static void free_topology(void) {
+    for (int i = 0; i < T.n_gpus; i++) {
+        fake_device *d = T.gpus[i];
+        if (!d) continue;
+        for (int j = 0; j < d->n_migs; j++) {
+            d->migs[j]->magic = 0;
+            free(d->migs[j]);
+        }
+        free(d->migs);
+        free(d->profiles);
+        free(d->gis);
+        d->magic = 0;
+        free(d);
+    }
+    free(T.gpus);
+    free(T.errors);
+    memset(&T, 0, sizeof T);
+}
+
+static nvmlReturn_t load_topology(void) {
+    const char *path = getenv("FAKE_NVML_TOPOLOGY");
+    if (!path || !*path) {
+        complain("FAKE_NVML_TOPOLOGY is not set; behaving like a host without the NVIDIA driver");
+        return NVML_ERROR_DRIVER_NOT_LOADED;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        complain("cannot open FAKE_NVML_TOPOLOGY file %s: %s", path, strerror(errno));
+        return NVML_ERROR_DRIVER_NOT_LOADED;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, bad = 0, have_system = 0;
+    char where[512];
+    while (!bad && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len == 0 || line[0] == '#') continue;
+        snprintf(where, sizeof where, "%s:%d", path, lineno);
+        record r = {0};
+        if (split_record(line, &r) || r.n == 0) {
+            complain("%s: malformed line (fields must be key=value separated by tabs)", where);
+            bad = 1;
+            break;
+        }
+        const char *type = r.vals[0];
+        if (strcmp(type, "format") == 0) {
+            const char *v = get(&r, "version");
+            if (!v || strcmp(v, "1") != 0) {
+                complain("%s: unsupported format version", where);
+                bad = 1;
+            }
+        } else if (strcmp(type, "system") == 0) {
+            const char *drv, *nv;
+            if (need_str(&r, "driver", &drv, where) || need_str(&r, "nvml", &nv, where) ||
+                need_int(&r, "cuda", &T.cuda, where)) {
+                bad = 1;
+            } else {
+                copy_str(T.driver, sizeof T.driver, drv);
+                copy_str(T.nvml, sizeof T.nvml, nv);
+                have_system = 1;
+            }
+        } else if (strcmp(type, "gpu") == 0) {
+            bad = parse_gpu(&r, where) != 0;
+        } else if (strcmp(type, "giprofile") == 0) {
+            bad = parse_profile(&r, where) != 0;
+        } else if (strcmp(type, "gi") == 0) {
+            bad = parse_gi(&r, where) != 0;
+        } else if (strcmp(type, "mig") == 0) {
+            bad = parse_mig(&r, where) != 0;
+        } else if (strcmp(type, "error") == 0) {
+            bad = parse_error(&r, where) != 0;
+        } else {
+            complain("%s: unknown record type '%s'", where, type);
+            bad = 1;
+        }
+    }
+    free(line);
+    fclose(f);
+    if (!bad && !have_system) {
+        complain("%s: no 'system' record", path);
+        bad = 1;
+    }
+    if (bad) {
+        free_topology();
+        return NVML_ERROR_UNKNOWN;
+    }
+    T.loaded = 1;
+    return NVML_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- error injection */
+
+static const char *base_name(const char *call, char *buf, size_t size) {
+    /* Rules name the unversioned entry point; nvmlDeviceGetCount_v2 matches nvmlDeviceGetCount. */
+    copy_str(buf, size, call);
+    char *u = strrchr(buf, '_');
+    if (u && u[1] == 'v' && isdigit((unsigned char)u[2])) *u = '\0';
+    return buf;
+}
+
+/* gpu < 0: a call not tied to a device. mig < 0: the full GPU. */
+static nvmlReturn_t injected(const char *call, int gpu, int mig) {
+    if (T.n_errors == 0) return NVML_SUCCESS;
+    char buf[MAX_FIELD];
+    const char *name = base_name(call, buf, sizeof buf);
+    nvmlReturn_t ret = NVML_SUCCESS;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < T.n_errors; i++) {
+        fake_error *e = &T.errors[i];
+        if (e->remaining == 0) continue;
+        if (strcmp(e->call, "*") != 0 && strcmp(e->call, name) != 0) continue;
+        if (e->gpu >= 0 && e->gpu != gpu) continue;
+        if (e->mig >= 0 && e->mig != mig) continue;
+        if (e->remaining > 0) e->remaining--;
+        ret = e->code;
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+    return ret;
+}
+
+#define CHECK_INIT()                                   \
+    do {                                               \
+        if (!T.loaded) return NVML_ERROR_UNINITIALIZED; \
+    } while (0)
+
+#define INJECT(call, gpu, mig)                          \
+    do {                                                \
+        nvmlReturn_t inj_ = injected(call, gpu, mig);   \
+        if (inj_ != NVML_SUCCESS) return inj_;          \
+    } while (0)
+
+static fake_device *as_device(nvmlDevice_t h) {
+    fake_device *d = (fake_device *)h;
+    if (!d) return NULL;
+    /* Only pointers we handed out are dereferenced. */
+    for (int i = 0; i < T.n_gpus; i++) {
+        if (T.gpus[i] == d) return d;
+        for (int j = 0; j < T.gpus[i]->n_migs; j++)
+            if (T.gpus[i]->migs[j] == d) return d;
+    }
+    return NULL;
+}
+
+#define DEVICE(var, handle, call)                                      \
+    CHECK_INIT();                                                      \
+    fake_device *var = as_device(handle);                              \
+    if (!var) return NVML_ERROR_INVALID_ARGUMENT;                      \
+    INJECT(call, var->gpu, var->kind == KIND_MIG ? var->mig_index : -1)
+
+/* ---------------------------------------------------------------- init and system */
+
+/* A failed init frees the topology and its rule counters, so nvmlInit rules count here, per
+ * topology file (a test process moves between hosts). */
+static long injected_init_failures;
+static char init_failures_path[4096];
+
+static nvmlReturn_t do_init_locked(const char *call) {
+    if (T.refcount > 0) {
+        T.refcount++;
+        return NVML_SUCCESS;
+    }
+    nvmlReturn_t ret = load_topology();
+    if (ret != NVML_SUCCESS) return ret;
+    const char *path = getenv("FAKE_NVML_TOPOLOGY");
+    if (strcmp(path, init_failures_path) != 0) {
+        copy_str(init_failures_path, sizeof init_failures_path, path);
+        injected_init_failures = 0;
+    }
+    /* the same matching as injected(), which would take the lock again */
+    for (int i = 0; i < T.n_errors; i++) {
+        fake_error *e = &T.errors[i];
+        if ((e->remaining < 0 || injected_init_failures < e->remaining) &&
+            (strcmp(e->call, "*") == 0 || strcmp(e->call, call) == 0) && e->gpu < 0) {
+            nvmlReturn_t code = e->code;
+            injected_init_failures++;
+            free_topology();
+            return code;
+        }
+    }
+    T.refcount = 1;
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t do_init(const char *call) {
+    pthread_mutex_lock(&lock);
+    nvmlReturn_t ret = do_init_locked(call);
+    pthread_mutex_unlock(&lock);
+    return ret;
+}
+
+EXPORT nvmlReturn_t nvmlInit_v2(void) { return do_init("nvmlInit"); }
+EXPORT nvmlReturn_t nvmlInit(void) { return do_init("nvmlInit"); }
+EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags) {
+    (void)flags;
+    return do_init("nvmlInit");
+}
+
+EXPORT nvmlReturn_t nvmlShutdown(void) {
+    CHECK_INIT();
+    INJECT("nvmlShutdown", -1, -1);
+    pthread_mutex_lock(&lock);
+    if (T.refcount > 0 && --T.refcount == 0) free_topology();
+    pthread_mutex_unlock(&lock);
+    return NVML_SUCCESS;
+}
+
+EXPORT const char *nvmlErrorString(nvmlReturn_t result) {
+    switch (result) {
+    case NVML_SUCCESS: return "Success";
+    case NVML_ERROR_UNINITIALIZED: return "Uninitialized";
+    case NVML_ERROR_INVALID_ARGUMENT: return "Invalid Argument";
+    case NVML_ERROR_NOT_SUPPORTED: return "Not Supported";
+    case NVML_ERROR_NO_PERMISSION: return "Insufficient Permissions";
+    case NVML_ERROR_ALREADY_INITIALIZED: return "Already Initialized";
+    case NVML_ERROR_NOT_FOUND: return "Not Found";
+    case NVML_ERROR_INSUFFICIENT_SIZE: return "Insufficient Size";
+    case NVML_ERROR_INSUFFICIENT_POWER: return "Insufficient External Power";
+    case NVML_ERROR_DRIVER_NOT_LOADED: return "Driver Not Loaded";
+    case NVML_ERROR_TIMEOUT: return "Timeout";
+    case NVML_ERROR_IRQ_ISSUE: return "Interrupt request issue";
+    case NVML_ERROR_LIBRARY_NOT_FOUND: return "NVML Shared Library Not Found";
+    case NVML_ERROR_FUNCTION_NOT_FOUND: return "Function Not Found";
+    case NVML_ERROR_CORRUPTED_INFOROM: return "Corrupted infoROM";
+    case NVML_ERROR_GPU_IS_LOST: return "GPU is lost";
+    case NVML_ERROR_RESET_REQUIRED: return "GPU requires restart";
+    case NVML_ERROR_OPERATING_SYSTEM: return "The operating system has blocked the request.";
+    case NVML_ERROR_LIB_RM_VERSION_MISMATCH: return "RM has detected an NVML/RM version mismatch.";
+    case NVML_ERROR_IN_USE: return "In use by another client";
+    case NVML_ERROR_MEMORY: return "Insufficient Memory";
+    case NVML_ERROR_NO_DATA: return "No data";
+    case NVML_ERROR_VGPU_ECC_NOT_SUPPORTED: return "ECC is enabled";
+    case NVML_ERROR_INSUFFICIENT_RESOURCES: return "Insufficient Resources";
+    case NVML_ERROR_FREQ_NOT_SUPPORTED: return "Frequency not supported";
+    case NVML_ERROR_ARGUMENT_VERSION_MISMATCH: return "Argument version mismatch";
+    case NVML_ERROR_DEPRECATED: return "Deprecated";
+    case NVML_ERROR_NOT_READY: return "Not ready";
+    case NVML_ERROR_GPU_NOT_FOUND: return "GPU not found";
+    case NVML_ERROR_INVALID_STATE: return "Invalid state";
+    default: return "Unknown Error";
+    }
+}
+
+static nvmlReturn_t put_string(char *dst, unsigned int length, const char *src) {
+    if (!dst) return NVML_ERROR_INVALID_ARGUMENT;
+    if (strlen(src) + 1 > length) return NVML_ERROR_INSUFFICIENT_SIZE;
+    memcpy(dst, src, strlen(src) + 1);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+    CHECK_INIT();
+    INJECT("nvmlSystemGetDriverVersion", -1, -1);
+    return put_string(version, length, T.driver);
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length) {
+    CHECK_INIT();
+    INJECT("nvmlSystemGetNVMLVersion", -1, -1);
+    return put_string(version, length, T.nvml);
+}
+
+static nvmlReturn_t cuda_version(const char *call, int *v) {
+    /* Real NVML answers this one even before nvmlInit; it reads the version from libcuda. */
+    if (!T.loaded) return NVML_ERROR_UNINITIALIZED;
+    INJECT(call, -1, -1);
+    if (!v) return NVML_ERROR_INVALID_ARGUMENT;
+    *v = T.cuda;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *v) {
+    return cuda_version("nvmlSystemGetCudaDriverVersion", v);
+}
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v) {
+    return cuda_version("nvmlSystemGetCudaDriverVersion", v);
+}
+
+/* ---------------------------------------------------------------- enumeration */
+
+static nvmlReturn_t device_count(unsigned int *count) {
+    CHECK_INIT();
+    INJECT("nvmlDeviceGetCount", -1, -1);
+    if (!count) return NVML_ERROR_INVALID_ARGUMENT;
+    *count = (unsigned int)T.n_gpus;
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) { return device_count(count); }
+EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned int *count) { return device_count(count); }
+
+static nvmlReturn_t handle_by_index(unsigned int index, nvmlDevice_t *device) {
+    CHECK_INIT();
+    if (!device || index >= (unsigned int)T.n_gpus) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlDeviceGetHandleByIndex", (int)index, -1);
+    *device = (nvmlDevice_t)T.gpus[index];
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device) {
+    return handle_by_index(index, device);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device) {
+    return handle_by_index(index, device);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
+    CHECK_INIT();
+    if (!uuid || !device) return NVML_ERROR_INVALID_ARGUMENT;
+    for (int i = 0; i < T.n_gpus; i++) {
+        fake_device *g = T.gpus[i];
+        if (strcmp(g->uuid, uuid) == 0) {
+            INJECT("nvmlDeviceGetHandleByUUID", i, -1);
+            *device = (nvmlDevice_t)g;
+            return NVML_SUCCESS;
+        }
+        for (int j = 0; j < g->n_migs; j++) {
+            if (strcmp(g->migs[j]->uuid, uuid) == 0) {
+                INJECT("nvmlDeviceGetHandleByUUID", i, j);
+                *device = (nvmlDevice_t)g->migs[j];
+                return NVML_SUCCESS;
+            }
+        }
+    }
+    INJECT("nvmlDeviceGetHandleByUUID", -1, -1);
+    return NVML_ERROR_NOT_FOUND;
+}
+
+static int parse_bus_id(const char *s, unsigned int *domain, unsigned int *bus, unsigned int *dev) {
+    unsigned int fn = 0;
+    char tail;
+    if (sscanf(s, "%x:%x:%x.%x%c", domain, bus, dev, &fn, &tail) == 4) return 0;
+    *domain = 0;
+    if (sscanf(s, "%x:%x.%x%c", bus, dev, &fn, &tail) == 3) return 0;
+    return -1;
+}
+
+static nvmlReturn_t handle_by_bus_id(const char *busid, nvmlDevice_t *device) {
+    CHECK_INIT();
+    unsigned int domain, bus, dev;
+    if (!busid || !device || parse_bus_id(busid, &domain, &bus, &dev))
+        return NVML_ERROR_INVALID_ARGUMENT;
+    for (int i = 0; i < T.n_gpus; i++) {
+        fake_device *g = T.gpus[i];
+        if (g->domain == domain && g->bus == bus && g->dev == dev) {
+            INJECT("nvmlDeviceGetHandleByPciBusId", i, -1);
+            *device = (nvmlDevice_t)g;
+            return NVML_SUCCESS;
+        }
+    }
+    INJECT("nvmlDeviceGetHandleByPciBusId", -1, -1);
+    return NVML_ERROR_NOT_FOUND;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *busid, nvmlDevice_t *device) {
+    return handle_by_bus_id(busid, device);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *busid, nvmlDevice_t *device) {
+    return handle_by_bus_id(busid, device);
+}
+
+/* ---------------------------------------------------------------- identity */
+
+EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
+    DEVICE(d, device, "nvmlDeviceGetName");
+    return put_string(name, length, d->name);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
+    DEVICE(d, device, "nvmlDeviceGetUUID");
+    return put_string(uuid, length, d->uuid);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *minor) {
+    DEVICE(d, device, "nvmlDeviceGetMinorNumber");
+    if (!minor) return NVML_ERROR_INVALID_ARGUMENT;
+    /* A MIG device has no /dev/nvidiaN of its own; callers use the parent's minor. */
+    if (d->kind == KIND_MIG) return NVML_ERROR_NOT_SUPPORTED;
+    *minor = d->minor;
+    return NVML_SUCCESS;
+}
+
+static nvmlReturn_t pci_info(nvmlDevice_t device, nvmlPciInfo_t *pci, const char *call) {
+    DEVICE(d, device, call);
+    if (!pci) return NVML_ERROR_INVALID_ARGUMENT;
+    memset(pci, 0, sizeof *pci);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, NVML_DEVICE_PCI_BUS_ID_LEGACY_FMT,
+             d->domain, d->bus, d->dev);
+    snprintf(pci->busId, sizeof pci->busId, NVML_DEVICE_PCI_BUS_ID_FMT, d->domain, d->bus,
+             d->dev);
+    pci->domain = d->domain;
+    pci->bus = d->bus;
+    pci->device = d->dev;
+    pci->pciDeviceId = d->pci_device_id;
+    pci->pciSubSystemId = d->pci_subsystem_id;
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
+    return pci_info(device, pci, "nvmlDeviceGetPciInfo");
+}
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t device, nvmlPciInfo_t *pci) {
+    return pci_info(device, pci, "nvmlDeviceGetPciInfo");
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t device,
+                                              nvmlDeviceArchitecture_t *arch) {
+    DEVICE(d, device, "nvmlDeviceGetArchitecture");
+    if (!arch) return NVML_ERROR_INVALID_ARGUMENT;
+    *arch = d->arch;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major,
+                                                       int *minor) {
+    DEVICE(d, device, "nvmlDeviceGetCudaComputeCapability");
+    if (!major || !minor) return NVML_ERROR_INVALID_ARGUMENT;
+    *major = d->cc_major;
+    *minor = d->cc_minor;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
+    DEVICE(d, device, "nvmlDeviceGetMemoryInfo");
+    if (!memory) return NVML_ERROR_INVALID_ARGUMENT;
+    /* v1 counts reserved memory as used */
+    memory->total = d->mem_total;
+    memory->used = d->mem_reserved + d->mem_used;
+    memory->free = d->mem_total - memory->used;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
+    DEVICE(d, device, "nvmlDeviceGetMemoryInfo");
+    if (!memory) return NVML_ERROR_INVALID_ARGUMENT;
+    if (memory->version != nvmlMemory_v2) return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    memory->total = d->mem_total;
+    memory->reserved = d->mem_reserved;
+    memory->used = d->mem_used;
+    memory->free = d->mem_total - d->mem_reserved - d->mem_used;
+    return NVML_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- MIG */
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t device, unsigned int *current,
+                                         unsigned int *pending) {
+    DEVICE(d, device, "nvmlDeviceGetMigMode");
+    if (!current || !pending) return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->kind == KIND_MIG || !d->mig_supported) return NVML_ERROR_NOT_SUPPORTED;
+    *current = d->mig_current;
+    *pending = d->mig_pending;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxMigDeviceCount(nvmlDevice_t device, unsigned int *count) {
+    DEVICE(d, device, "nvmlDeviceGetMaxMigDeviceCount");
+    if (!count || d->kind == KIND_MIG) return NVML_ERROR_INVALID_ARGUMENT;
+    *count = d->mig_supported ? d->max_mig : 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigDeviceHandleByIndex(nvmlDevice_t device, unsigned int index,
+                                                        nvmlDevice_t *mig) {
+    CHECK_INIT();
+    fake_device *d = as_device(device);
+    if (!d || !mig || d->kind == KIND_MIG) return NVML_ERROR_INVALID_ARGUMENT;
+    /* a rule on "g:i" fails the lookup of MIG device i as well as calls on it */
+    INJECT("nvmlDeviceGetMigDeviceHandleByIndex", d->gpu, (int)index);
+    if (!d->mig_supported) return NVML_ERROR_NOT_SUPPORTED;
+    if (index >= d->max_mig) return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->mig_current != NVML_DEVICE_MIG_ENABLE || index >= (unsigned int)d->n_migs)
+        return NVML_ERROR_NOT_FOUND;
+    *mig = (nvmlDevice_t)d->migs[index];
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(nvmlDevice_t mig,
+                                                                 nvmlDevice_t *device) {
+    DEVICE(m, mig, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle");
+    if (!device || m->kind != KIND_MIG) return NVML_ERROR_INVALID_ARGUMENT;
+    *device = (nvmlDevice_t)T.gpus[m->gpu];
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceIsMigDeviceHandle(nvmlDevice_t device, unsigned int *is_mig) {
+    DEVICE(d, device, "nvmlDeviceIsMigDeviceHandle");
+    if (!is_mig) return NVML_ERROR_INVALID_ARGUMENT;
+    *is_mig = d->kind == KIND_MIG;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceId(nvmlDevice_t device, unsigned int *id) {
+    DEVICE(d, device, "nvmlDeviceGetGpuInstanceId");
+    if (!id || d->kind != KIND_MIG) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = d->gi_id;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeInstanceId(nvmlDevice_t device, unsigned int *id) {
+    DEVICE(d, device, "nvmlDeviceGetComputeInstanceId");
+    if (!id || d->kind != KIND_MIG) return NVML_ERROR_INVALID_ARGUMENT;
+    *id = d->ci_id;
+    return NVML_SUCCESS;
+}
+
+/* The V entry point documents NOT_SUPPORTED without MIG mode enabled, the v1 one only without
+ * MIG support; both are reproduced. */
+static nvmlReturn_t find_profile(fake_device *d, unsigned int profile, int need_enabled,
+                                 fake_gi_profile **out) {
+    if (d->kind == KIND_MIG || !d->mig_supported) return NVML_ERROR_NOT_SUPPORTED;
+    if (need_enabled && d->mig_current != NVML_DEVICE_MIG_ENABLE) return NVML_ERROR_NOT_SUPPORTED;
+    if (profile >= NVML_GPU_INSTANCE_PROFILE_COUNT) return NVML_ERROR_INVALID_ARGUMENT;
+    for (int i = 0; i < d->n_profiles; i++) {
+        if (d->profiles[i].index == profile) {
+            *out = &d->profiles[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, unsigned int profile,
+                                                        nvmlGpuInstanceProfileInfo_t *info) {
+    DEVICE(d, device, "nvmlDeviceGetGpuInstanceProfileInfo");
+    if (!info) return NVML_ERROR_INVALID_ARGUMENT;
+    fake_gi_profile *p;
+    nvmlReturn_t ret = find_profile(d, profile, 0, &p);
+    if (ret != NVML_SUCCESS) return ret;
+    info->id = p->id;
+    info->isP2pSupported = p->p2p;
+    info->sliceCount = p->slices;
+    info->instanceCount = p->instances;
+    info->multiprocessorCount = p->sms;
+    info->copyEngineCount = p->ce;
+    info->decoderCount = p->dec;
+    info->encoderCount = p->enc;
+    info->jpegCount = p->jpeg;
+    info->ofaCount = p->ofa;
+    info->memorySizeMB = p->mem_mb;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t device, unsigned int profile,
+                                                         nvmlGpuInstanceProfileInfo_v2_t *info) {
+    DEVICE(d, device, "nvmlDeviceGetGpuInstanceProfileInfo");
+    if (!info) return NVML_ERROR_INVALID_ARGUMENT;
+    fake_gi_profile *p;
+    nvmlReturn_t ret = find_profile(d, profile, 1, &p);
+    if (ret != NVML_SUCCESS) return ret;
+    if (info->version == nvmlGpuInstanceProfileInfo_v2) {
+        info->id = p->id;
+        info->isP2pSupported = p->p2p;
+        info->sliceCount = p->slices;
+        info->instanceCount = p->instances;
+        info->multiprocessorCount = p->sms;
+        info->copyEngineCount = p->ce;
+        info->decoderCount = p->dec;
+        info->encoderCount = p->enc;
+        info->jpegCount = p->jpeg;
+        info->ofaCount = p->ofa;
+        info->memorySizeMB = p->mem_mb;
+        copy_str(info->name, sizeof info->name, p->name);
+        return NVML_SUCCESS;
+    }
+    if (info->version == nvmlGpuInstanceProfileInfo_v3) {
+        nvmlGpuInstanceProfileInfo_v3_t *v3 = (nvmlGpuInstanceProfileInfo_v3_t *)info;
+        v3->id = p->id;
+        v3->sliceCount = p->slices;
+        v3->instanceCount = p->instances;
+        v3->multiprocessorCount = p->sms;
+        v3->copyEngineCount = p->ce;
+        v3->decoderCount = p->dec;
+        v3->encoderCount = p->enc;
+        v3->jpegCount = p->jpeg;
+        v3->ofaCount = p->ofa;
+        v3->memorySizeMB = p->mem_mb;
+        copy_str(v3->name, sizeof v3->name, p->name);
+        v3->capabilities = p->caps;
+        return NVML_SUCCESS;
+    }
+    return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+}
+
+static fake_gi *as_gi(nvmlGpuInstance_t h) {
+    fake_gi *gi = (fake_gi *)h;
+    for (int i = 0; i < T.n_gpus; i++) {
+        fake_device *d = T.gpus[i];
+        if (d->n_gis && gi >= d->gis && gi < d->gis + d->n_gis) return gi;
+    }
+    return NULL;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceById(nvmlDevice_t device, unsigned int id,
+                                                 nvmlGpuInstance_t *instance) {
+    DEVICE(d, device, "nvmlDeviceGetGpuInstanceById");
+    if (!instance || d->kind == KIND_MIG) return NVML_ERROR_INVALID_ARGUMENT;
+    if (!d->mig_supported) return NVML_ERROR_NOT_SUPPORTED;
+    if (d->mig_current != NVML_DEVICE_MIG_ENABLE) return NVML_ERROR_INVALID_STATE;
+    for (int i = 0; i < d->n_gis; i++) {
+        if (d->gis[i].id == id) {
+            *instance = (nvmlGpuInstance_t)&d->gis[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlGpuInstanceGetInfo(nvmlGpuInstance_t instance,
+                                           nvmlGpuInstanceInfo_t *info) {
+    CHECK_INIT();
+    fake_gi *gi = as_gi(instance);
+    if (!gi || !info) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlGpuInstanceGetInfo", gi->gpu, -1);
+    info->device = (nvmlDevice_t)T.gpus[gi->gpu];
+    info->id = gi->id;
+    info->profileId = gi->profile_id;
+    info->placement.start = gi->start;
+    info->placement.size = gi->size;
+    return NVML_SUCCESS;
+}

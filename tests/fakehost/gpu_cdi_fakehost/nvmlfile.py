@@ -1,0 +1,121 @@
+"""Render a Topology as the line-based file the fake libnvidia-ml.so.1 reads at nvmlInit.
+
+One record per line: a record type, then tab-separated key=value fields (see
+specs/topology-format.md, "Fake NVML file"). The C side parses it with strtok, so values are
+plain text without tabs or newlines (the topology loader guarantees that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpu_cdi_fakehost.topology import Topology
+
+FORMAT_VERSION = 1
+
+# ErrorRule.mig is None for "the GPU and all its MIG devices"; the C side spells that -1.
+_ANY = -1
+
+
+def _line(kind: str, **fields: object) -> str:
+    return "\t".join([kind, *(f"{k}={v}" for k, v in fields.items())])
+
+
+def render(topology: Topology) -> str:
+    """The file content for `topology`."""
+    lines = [
+        f"# fake NVML topology {topology.name} (generated from {topology.source})",
+        _line("format", version=FORMAT_VERSION),
+        _line(
+            "system",
+            driver=topology.driver_version,
+            nvml=topology.nvml_version,
+            cuda=topology.cuda_driver_version,
+        ),
+    ]
+    for g in topology.gpus:
+        lines.append(
+            _line(
+                "gpu",
+                index=g.index,
+                name=g.name,
+                uuid=g.uuid,
+                minor=g.minor,
+                domain=g.pci.domain,
+                bus=g.pci.bus,
+                device=g.pci.device,
+                pci_device_id=f"0x{g.pci_device_id:08X}",
+                pci_subsystem_id=f"0x{g.pci_subsystem_id:08X}",
+                arch=g.architecture_id,
+                cc_major=g.compute_capability[0],
+                cc_minor=g.compute_capability[1],
+                mem_total=g.memory_total,
+                mem_reserved=g.memory_reserved,
+                mem_used=g.memory_used,
+                mig_supported=int(g.mig_capable),
+                mig_current=int(g.mig_mode),
+                mig_pending=int(g.mig_pending),
+                max_mig=g.max_mig_devices,
+            )
+        )
+        for p in g.mig_profiles:
+            lines.append(
+                _line(
+                    "giprofile",
+                    gpu=g.index,
+                    profile=p.index,
+                    id=p.id,
+                    p2p=int(p.p2p),
+                    slices=p.slices,
+                    instances=p.instances,
+                    sms=p.multiprocessors,
+                    ce=p.copy_engines,
+                    dec=p.decoders,
+                    enc=p.encoders,
+                    jpeg=p.jpegs,
+                    ofa=p.ofas,
+                    caps=0,
+                    mem_mb=p.memory_mib,
+                    name=f"MIG {p.name}",
+                )
+            )
+        for gi in g.gpu_instances:
+            lines.append(
+                _line("gi", gpu=g.index, id=gi.id, profile_id=gi.profile.id, start=gi.start,
+                      size=gi.size)
+            )  # fmt: skip
+        for m in g.mig_devices:
+            lines.append(
+                _line(
+                    "mig",
+                    gpu=g.index,
+                    name=m.name,
+                    uuid=m.uuid,
+                    gi=m.gpu_instance.id,
+                    ci=m.compute_instance.id,
+                    mem_total=m.memory_total,
+                    mem_reserved=0,
+                    mem_used=0,
+                )
+            )
+    for e in topology.errors:
+        lines.append(
+            _line(
+                "error",
+                call=e.call,
+                gpu=_ANY if e.gpu is None else e.gpu,
+                mig=_ANY if e.mig is None else e.mig,
+                code=e.code,
+                times=e.times,
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write(topology: Topology, path: Path) -> Path:
+    """Write the file atomically (the library may be reading an older one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render(topology), encoding="utf-8")
+    tmp.replace(path)
+    return path

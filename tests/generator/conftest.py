@@ -1,0 +1,5 @@
+"""Fixtures of the generator tests."""
+
+from tests.generator.hosts import hosts
+
+__all__ = ["hosts"]

@@ -1,0 +1,276 @@
+"""Each action on a temporary rootfs, run as the runtime runs it: a process, state on stdin."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cdi.hook import ldconfig as ldconfig_mod
+from cdi.hook.actions import COMPAT_CONF, LDCACHE_CONF
+from cdi.hook.errors import HookError
+from cdi.hook.rootfs import Rootfs
+from tests.hook.helpers import (
+    LIBDIR,
+    assert_one_line_error,
+    make_bundle,
+    make_host_sentinel,
+    run_hook,
+    snapshot,
+)
+from tests.require import need_root, need_tool
+
+VERSION = "550.163.01"
+LIBS = {"libcuda": "libcuda.so.1", "libnvidia-ml": "libnvidia-ml.so.1"}
+
+
+@pytest.fixture(scope="session")
+def elf_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny real shared objects with the driver's SONAMEs (ldconfig reads them)."""
+    gcc = need_tool("gcc")
+    out = tmp_path_factory.mktemp("elf")
+    src = out / "empty.c"
+    src.write_text("int gpu_cdi_test_symbol;\n")
+    libs: dict[str, Path] = {}
+    for name, soname in [*LIBS.items(), ("compat-libcuda", "libcuda.so.1")]:
+        lib = out / f"{name}.so"
+        cmd = [gcc, "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(lib), str(src)]
+        subprocess.run(cmd, check=True, capture_output=True)
+        libs[name] = lib
+    return libs
+
+
+def install_driver(rootfs: Path, libs: dict[str, Path]) -> None:
+    """Versioned libraries as CDI mounts put them: the files only, no .so.1 links."""
+    for name in LIBS:
+        (rootfs / LIBDIR.lstrip("/") / f"{name}.so.{VERSION}").write_bytes(libs[name].read_bytes())
+
+
+def ldconfig_p(rootfs: Path, cache: Path | None = None) -> str:
+    """`ldconfig -p` of the rootfs's cache, as `ldconfig -p` inside the container prints it."""
+    cache = cache or rootfs / "etc/ld.so.cache"
+    out = subprocess.run(["/sbin/ldconfig", "-p", "-C", str(cache)], capture_output=True)
+    return out.stdout.decode()
+
+
+LINKS = [
+    "--link", f"libcuda.so.{VERSION}::{LIBDIR}/libcuda.so.1",
+    "--link", f"libcuda.so.1::{LIBDIR}/libcuda.so",
+    "--link", f"libnvidia-ml.so.{VERSION}::{LIBDIR}/libnvidia-ml.so.1",
+]  # fmt: skip
+
+
+def test_create_symlinks_makes_links_and_parents(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    by_path = "/dev/dri/by-path/pci-0000:07:00.0-card"
+    proc = run_hook(bundle, "create-symlinks", *LINKS, "--link", f"../card1::{by_path}")
+    assert proc.returncode == 0, proc.stderr
+    lib = bundle.rootfs / LIBDIR.lstrip("/")
+    assert os.readlink(lib / "libcuda.so.1") == f"libcuda.so.{VERSION}"
+    assert os.readlink(lib / "libcuda.so") == "libcuda.so.1"
+    assert os.readlink(bundle.rootfs / by_path.lstrip("/")) == "../card1"
+    # Running again (a restarted container) changes nothing and succeeds.
+    assert run_hook(bundle, "create-symlinks", *LINKS).returncode == 0
+
+
+def test_link_if_target_makes_only_links_of_present_devices(tmp_path: Path) -> None:
+    """All GPUs' DRM by-path links in one hook: the container gets those of its nodes."""
+    bundle = make_bundle(tmp_path)
+    dri = bundle.rootfs / "dev/dri"
+    dri.mkdir(parents=True)
+    (dri / "card1").write_text("")  # runc made this node: the container has GPU 0 only
+    by_path = "/dev/dri/by-path/pci-0000:{}:00.0-card"
+    proc = run_hook(
+        bundle,
+        "create-symlinks",
+        "--link-if-target", f"../card1::{by_path.format('07')}",
+        "--link-if-target", f"../card2::{by_path.format('0f')}",
+        "--link-if-target", f"/dev/dri/card1::{by_path.format('aa')}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(dri / "by-path")) == [
+        "pci-0000:07:00.0-card",
+        "pci-0000:aa:00.0-card",
+    ]
+    assert os.readlink(dri / "by-path/pci-0000:07:00.0-card") == "../card1"
+
+
+def test_chained_one_gpu_set_builds_a_working_cache(
+    tmp_path: Path, elf_libs: dict[str, Path]
+) -> None:
+    need_root()  # chroot and the drop to uid 65534 for ldconfig
+    bundle = make_bundle(tmp_path)
+    install_driver(bundle.rootfs, elf_libs)
+    proc = run_hook(
+        bundle,
+        "create-symlinks", *LINKS,
+        "enable-cuda-compat", f"--host-driver-version={VERSION}",
+        "update-ldcache", "--folder", LIBDIR, "--folder", f"{LIBDIR}/vdpau",
+        "disable-device-node-modification",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    listing = ldconfig_p(bundle.rootfs)
+    assert f"libcuda.so.1 (libc6,x86-64) => {LIBDIR}/libcuda.so.1" in listing
+    assert f"libnvidia-ml.so.1 (libc6,x86-64) => {LIBDIR}/libnvidia-ml.so.1" in listing
+    etc = bundle.rootfs / "etc"
+    assert (etc / "ld.so.conf").read_text() == "include /etc/ld.so.conf.d/*.conf\n"
+    conf = bundle.rootfs / LDCACHE_CONF.lstrip("/")
+    assert conf.read_text() == f"{LIBDIR}\n{LIBDIR}/vdpau\n"
+    cache = (etc / "ld.so.cache").stat()
+    assert (cache.st_uid, stat.S_IMODE(cache.st_mode)) == (0, 0o644)
+    assert not (bundle.rootfs / COMPAT_CONF.lstrip("/")).exists()
+    # No scratch directory or temp file is left in the container.
+    assert sorted(os.listdir(bundle.rootfs)) == ["etc", "usr"]
+    assert sorted(os.listdir(etc)) == ["ld.so.cache", "ld.so.conf", "ld.so.conf.d"]
+
+
+def test_existing_ld_so_conf_is_kept(tmp_path: Path, elf_libs: dict[str, Path]) -> None:
+    need_root()
+    bundle = make_bundle(tmp_path)
+    install_driver(bundle.rootfs, elf_libs)
+    conf = "# image's own\ninclude /etc/ld.so.conf.d/*.conf\n"
+    (bundle.rootfs / "etc/ld.so.conf").write_text(conf)
+    proc = run_hook(bundle, "create-symlinks", *LINKS, "update-ldcache", "--folder", LIBDIR)
+    assert proc.returncode == 0, proc.stderr
+    assert (bundle.rootfs / "etc/ld.so.conf").read_text() == conf
+    assert f"=> {LIBDIR}/libnvidia-ml.so.1" in ldconfig_p(bundle.rootfs)
+
+
+@pytest.mark.parametrize(
+    ("compat_version", "used"), [("560.35.03", True), ("550.54.14", False), (None, False)]
+)
+def test_enable_cuda_compat_only_when_newer(
+    tmp_path: Path, elf_libs: dict[str, Path], compat_version: str | None, used: bool
+) -> None:
+    need_root()
+    bundle = make_bundle(tmp_path)
+    install_driver(bundle.rootfs, elf_libs)
+    compat = bundle.rootfs / "usr/local/cuda/compat"
+    if compat_version:
+        compat.mkdir(parents=True)
+        (compat / f"libcuda.so.{compat_version}").write_bytes(
+            elf_libs["compat-libcuda"].read_bytes()
+        )
+        (compat / "libcuda.so.1").symlink_to(f"libcuda.so.{compat_version}")
+    proc = run_hook(
+        bundle,
+        "create-symlinks", *LINKS,
+        "enable-cuda-compat", "--host-driver-version", VERSION,
+        "update-ldcache", "--folder", LIBDIR,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    conf = bundle.rootfs / COMPAT_CONF.lstrip("/")
+    assert conf.exists() == used
+    listing = ldconfig_p(bundle.rootfs)
+    if used:
+        assert conf.read_text() == "/usr/local/cuda/compat\n"
+        assert "libcuda.so.1 (libc6,x86-64) => /usr/local/cuda/compat/libcuda.so.1" in listing
+    else:
+        assert "/usr/local/cuda/compat" not in listing
+
+
+def test_ldconfig_that_fails_is_reported(tmp_path: Path) -> None:
+    need_root()
+    bundle = make_bundle(tmp_path)
+    # A dynamically linked program cannot start inside the rootfs (no loader there): exit 127.
+    proc = run_hook(bundle, "update-ldcache", "--ldconfig-path", "/bin/true")
+    assert_one_line_error(proc, "update-ldcache", "/etc/ld.so.cache", "/bin/true", "exited with")
+    assert not any(p.name.startswith(".gpu-cdi") for p in bundle.rootfs.iterdir())
+
+
+def test_missing_ldconfig_is_named(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    proc = run_hook(bundle, "update-ldcache", "--ldconfig-path", "/nonexistent/ldconfig")
+    assert_one_line_error(proc, "update-ldcache", "/nonexistent/ldconfig", "No such file")
+
+
+def test_ldconfig_blocked_on_a_planted_fifo_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    need_root()
+    bundle = make_bundle(tmp_path)
+    (bundle.rootfs / "etc/ld.so.conf").write_text("include /etc/trap.conf\n")
+    os.mkfifo(bundle.rootfs / "etc/trap.conf")
+    monkeypatch.setattr(ldconfig_mod, "TIMEOUT_SECONDS", 1.0)
+    with Rootfs(str(bundle.rootfs)) as root, pytest.raises(HookError, match="did not finish"):
+        ldconfig_mod.run_ldconfig(root, "/sbin/ldconfig")
+    assert not any(p.name.startswith(".gpu-cdi") for p in bundle.rootfs.iterdir())
+
+
+def test_chmod_action(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    for name in ("dri", "nvidia-caps"):
+        (bundle.rootfs / "dev" / name).mkdir(parents=True, mode=0o700)
+    proc = run_hook(
+        bundle, "chmod", "--mode", "755", "--path", "/dev/dri", "--path=/dev/nvidia-caps"
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("dri", "nvidia-caps"):
+        assert stat.S_IMODE((bundle.rootfs / "dev" / name).stat().st_mode) == 0o755
+
+
+PARAMS = "proc/driver/nvidia/params"
+PARAMS_TEXT = "ResmanDebugLevel: 4294967295\nModifyDeviceFiles: 1\nDeviceFileUID: 0\n"
+
+
+def test_device_node_modification_without_driver_is_a_no_op(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    before = snapshot(bundle.rootfs)
+    assert run_hook(bundle, "disable-device-node-modification").returncode == 0
+    assert snapshot(bundle.rootfs) == before
+
+
+def test_device_node_modification_overmounts_params(tmp_path: Path) -> None:
+    need_root()
+    unshare = need_tool("unshare")
+    bundle = make_bundle(tmp_path)
+    params = bundle.rootfs / PARAMS
+    params.parent.mkdir(parents=True)
+    params.write_text(PARAMS_TEXT)
+    state = tmp_path / "state.json"
+    state.write_bytes(bundle.state)
+    from tests.hook.helpers import hook_argv
+
+    hook = " ".join(hook_argv()) + " disable-device-node-modification"
+    # A private mount namespace stands in for the container's, where runc runs the hook.
+    script = f"{hook} < {state} && cat {params} && stat -c %a {params}"
+    out = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    seen = out.stdout.decode()
+    assert seen == PARAMS_TEXT.replace("ModifyDeviceFiles: 1", "ModifyDeviceFiles: 0") + "444\n"
+    assert params.read_text() == PARAMS_TEXT  # the file itself and the host view are unchanged
+    assert str(params) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_device_node_modification_already_off_mounts_nothing(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    params = bundle.rootfs / PARAMS
+    params.parent.mkdir(parents=True)
+    params.write_text(PARAMS_TEXT.replace(": 1", ": 0"))
+    # Outside any private namespace: if it tried to mount, it would show up on the host.
+    assert run_hook(bundle, "disable-device-node-modification").returncode == 0
+    assert str(params) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_host_untouched_by_hostile_etc(tmp_path: Path, elf_libs: dict[str, Path]) -> None:
+    need_root()
+    host = make_host_sentinel(tmp_path)
+    bundle = make_bundle(tmp_path)
+    install_driver(bundle.rootfs, elf_libs)
+    (bundle.rootfs / "etc").rmdir()
+    (bundle.rootfs / "etc").symlink_to(str(host / "etc"))
+    before = snapshot(host)
+    proc = run_hook(bundle, "create-symlinks", *LINKS, "update-ldcache", "--folder", LIBDIR)
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(host) == before
+    # The image said /etc is <host>/etc: that is a directory inside the rootfs.
+    inside = bundle.rootfs / str(host / "etc").lstrip("/")
+    assert (inside / LDCACHE_CONF.removeprefix("/etc/")).read_text() == f"{LIBDIR}\n"
+    assert f"=> {LIBDIR}/libcuda.so.1" in ldconfig_p(bundle.rootfs, inside / "ld.so.cache")

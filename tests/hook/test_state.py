@@ -1,0 +1,93 @@
+"""OCI state on stdin and config.json: the fast JSON path and every malformed input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdi.hook.errors import HookError
+from cdi.hook.state import parse_json, read_state, rootfs_path
+from tests.hook.helpers import make_bundle
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_fast_parser_agrees_with_json_module(value: object) -> None:
+    text = json.dumps(value)
+    assert parse_json(f" {text}\n".encode(), "x") == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"{", "stdin: not valid JSON"),
+        (b'{"bundle": "/b"} trailing', "not valid JSON (Extra data"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"NaN", "not valid JSON"),
+    ],
+)
+def test_bad_json_is_named(data: bytes, needle: str) -> None:
+    with pytest.raises(HookError, match=r"OCI state on stdin") as err:
+        read_state(io.BytesIO(data))
+    assert needle.split(": ")[-1] in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"", "empty"),
+        (b"  \n", "empty"),
+        (b"[1]", "expected a JSON object, got list"),
+        (b'{"id": "x"}', "field 'bundle' missing"),
+        (b'{"bundle": 7}', "field 'bundle' missing or not a non-empty string"),
+        (b'{"bundle": "relative/dir"}', "bundle 'relative/dir' is not an absolute path"),
+    ],
+)
+def test_bad_state_is_named(data: bytes, needle: str) -> None:
+    with pytest.raises(HookError, match="OCI state on stdin") as err:
+        read_state(io.BytesIO(data))
+    assert needle in str(err.value)
+
+
+def test_root_path_is_relative_to_the_bundle(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path)
+    assert rootfs_path(str(bundle.path)) == str(bundle.rootfs)
+
+
+def test_absolute_root_path_is_used_as_is(tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path, root_path=str(tmp_path / "elsewhere"))
+    assert rootfs_path(str(bundle.path)) == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        (None, "cannot read config.json: No such file or directory"),
+        ("{oops", "config.json: not valid JSON"),
+        ('{"root": {}}', "root.path missing"),
+        ('{"root": "rootfs"}', "root.path missing"),
+        ('{"root": {"path": "nothere"}}', "is not a directory"),
+    ],
+)
+def test_bad_config_json_is_named(tmp_path: Path, config: str | None, needle: str) -> None:
+    tmp_path.joinpath("bundle").mkdir()
+    if config is not None:
+        tmp_path.joinpath("bundle", "config.json").write_text(config)
+    with pytest.raises(HookError) as err:
+        rootfs_path(str(tmp_path / "bundle"))
+    assert needle in str(err.value)
+    assert str(tmp_path / "bundle") in str(err.value)
