@@ -43,7 +43,11 @@ def test_manifests_validate_against_offline_schemas() -> None:
 
 def test_strict_validation_catches_a_typo(tmp_path: Path) -> None:
     # Proves the validator above can fail: a misspelt field must be rejected.
-    bad = (DEPLOY / "kubernetes" / "daemonset.yaml").read_text().replace("volumeMounts", "volumeMount")
+    bad = (
+        (DEPLOY / "kubernetes" / "daemonset.yaml")
+        .read_text()
+        .replace("volumeMounts", "volumeMount")
+    )
     path = tmp_path / "bad.yaml"
     path.write_text(bad)
     out = subprocess.run(
@@ -132,7 +136,9 @@ def test_unit_commands_parse_with_our_clis(unit: str) -> None:
     from nri_plugin.cli import build_parser as nri_parser
 
     line = next(
-        ln for ln in (DEPLOY / "systemd" / unit).read_text().splitlines() if ln.startswith("ExecStart=")
+        ln
+        for ln in (DEPLOY / "systemd" / unit).read_text().splitlines()
+        if ln.startswith("ExecStart=")
     )
     argv = line.removeprefix("ExecStart=").split()
     parser = build_parser() if argv[0].endswith("/gpu-cdi") else nri_parser()
