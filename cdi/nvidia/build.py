@@ -155,13 +155,18 @@ def _merge_actions(actions: Iterable[list[str]]) -> list[list[str]]:
     return list(merged.values())
 
 
+HOOK_ENV = ["GPU_CDI_HOOK=1"]
+
+
 def _hooks(opts: Options, actions: list[list[str]]) -> list[Data]:
     if not actions:
         return []
     program = os.path.basename(opts.hook_path)
     groups = actions if opts.hook_per_action else [[t for a in actions for t in a]]
     return [
-        {"hookName": HOOK_STAGE, "path": opts.hook_path, "args": [program, *group]}
+        # A hook with no env inherits the container's (runc), so an image's LD_PRELOAD would
+        # run inside our hook on the host (the CVE-2025-23266 class): always give it one.
+        {"hookName": HOOK_STAGE, "path": opts.hook_path, "args": [program, *group], "env": HOOK_ENV}
         for group in groups
     ]
 
