@@ -855,6 +855,22 @@ static nvmlReturn_t find_profile(fake_device *d, unsigned int profile, int need_
     return NVML_ERROR_NOT_SUPPORTED;
 }
 
+/* The v1 and v2 profile-info structs share these fields but are different types. */
+#define FILL_GI_PROFILE(info, p)                  \
+    do {                                          \
+        (info)->id = (p)->id;                     \
+        (info)->isP2pSupported = (p)->p2p;        \
+        (info)->sliceCount = (p)->slices;         \
+        (info)->instanceCount = (p)->instances;   \
+        (info)->multiprocessorCount = (p)->sms;   \
+        (info)->copyEngineCount = (p)->ce;        \
+        (info)->decoderCount = (p)->dec;          \
+        (info)->encoderCount = (p)->enc;          \
+        (info)->jpegCount = (p)->jpeg;            \
+        (info)->ofaCount = (p)->ofa;              \
+        (info)->memorySizeMB = (p)->mem_mb;       \
+    } while (0)
+
 EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, unsigned int profile,
                                                         nvmlGpuInstanceProfileInfo_t *info) {
     DEVICE(d, device, "nvmlDeviceGetGpuInstanceProfileInfo");
@@ -862,17 +878,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfo(nvmlDevice_t device, uns
     fake_gi_profile *p;
     nvmlReturn_t ret = find_profile(d, profile, 0, &p);
     if (ret != NVML_SUCCESS) return ret;
-    info->id = p->id;
-    info->isP2pSupported = p->p2p;
-    info->sliceCount = p->slices;
-    info->instanceCount = p->instances;
-    info->multiprocessorCount = p->sms;
-    info->copyEngineCount = p->ce;
-    info->decoderCount = p->dec;
-    info->encoderCount = p->enc;
-    info->jpegCount = p->jpeg;
-    info->ofaCount = p->ofa;
-    info->memorySizeMB = p->mem_mb;
+    FILL_GI_PROFILE(info, p);
     return NVML_SUCCESS;
 }
 
@@ -884,17 +890,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(nvmlDevice_t device, un
     nvmlReturn_t ret = find_profile(d, profile, 1, &p);
     if (ret != NVML_SUCCESS) return ret;
     if (info->version == nvmlGpuInstanceProfileInfo_v2) {
-        info->id = p->id;
-        info->isP2pSupported = p->p2p;
-        info->sliceCount = p->slices;
-        info->instanceCount = p->instances;
-        info->multiprocessorCount = p->sms;
-        info->copyEngineCount = p->ce;
-        info->decoderCount = p->dec;
-        info->encoderCount = p->enc;
-        info->jpegCount = p->jpeg;
-        info->ofaCount = p->ofa;
-        info->memorySizeMB = p->mem_mb;
+        FILL_GI_PROFILE(info, p);
         copy_str(info->name, sizeof info->name, p->name);
         return NVML_SUCCESS;
     }
