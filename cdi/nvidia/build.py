@@ -3,7 +3,8 @@
 The result is the spec as CDI JSON data (exact keys, in the order nvidia-ctk writes them), which
 `cdi.codec` validates and dumps. What goes where follows nvidia-ctk 1.20.0 (see
 docs/generator.md): control nodes, driver files and hooks in the spec-wide edits; per device
-its /dev/nvidiaN, DRM or MIG cap nodes, DRM by-path links and additionalGids; a merged `all`.
+its /dev/nvidiaN, DRM or MIG cap nodes and additionalGids; a merged `all`. The hook actions
+of the devices (DRM by-path links) join the common hook: one hook process per container.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ HOOKS = (
     "enable-cuda-compat",
     "update-ldcache",
     "disable-device-node-modification",
+    "update-application-profile",
     "chmod",
 )
 DEFAULT_HOOKS = frozenset(HOOKS) - {"chmod"}
@@ -171,13 +173,13 @@ def _hooks(opts: Options, actions: list[list[str]]) -> list[Data]:
     ]
 
 
-def _links_args(links: Iterable[tuple[str, str]]) -> list[str]:
+def _links_args(links: Iterable[tuple[str, str]], flag: str = "--link") -> list[str]:
     args: list[str] = []
     seen: set[tuple[str, str]] = set()
     for link in sorted(links, key=lambda pair: (pair[1], pair[0])):
         if link not in seen:
             seen.add(link)
-            args += ["--link", f"{link[0]}::{link[1]}"]
+            args += [flag, f"{link[0]}::{link[1]}"]
     return args
 
 
@@ -264,6 +266,7 @@ def _common_edits(inv: Inventory, opts: Options) -> _Edits:
     if opts.mode == "nvml":
         # Management containers are the ones allowed to create device nodes.
         edits.add_action(opts, "disable-device-node-modification", [])
+        edits.add_action(opts, "update-application-profile", [])
     return edits
 
 
@@ -295,7 +298,8 @@ def _gpu_edits(
         (link.target, link.path) for link in gpu.by_path if os.path.basename(link.target) in present
     ]
     if links:
-        edits.add_action(opts, "create-symlinks", _links_args(links))
+        # Made by the common hook only in containers given these nodes (see build()).
+        edits.add_action(opts, "create-symlinks", _links_args(links, "--link-if-target"))
     if drm:
         edits.add_action(opts, "chmod", ["--mode", "755", "--path", "/dev/dri"])
     return edits
@@ -445,6 +449,11 @@ def build(inv: Inventory, opts: Options) -> Built:
     else:
         devices = _imex_devices(inv, opts)
     always_host_path = opts.mode == "imex"
+    # One hook process per container: the devices' actions (DRM by-path links, chmod) join the
+    # common hook, which derives from the container's device nodes what applies to it.
+    device_actions = [action for device in devices for action in device.edits.actions]
+    for device in devices:
+        device.edits.actions = []
     entries: list[Data] = []
     for device in devices:
         data = device.edits.data(inv, opts, always_host_path)
@@ -454,11 +463,12 @@ def build(inv: Inventory, opts: Options) -> Built:
         merged = _Edits()
         for device in devices:
             merged.merge(device.edits)
-        merged.actions = _merge_actions(merged.actions)
         entries.append({"name": "all", "containerEdits": merged.data(inv, opts, always_host_path)})
     entries.sort(key=lambda entry: entry["name"].encode())
     spec: Data = {"cdiVersion": "0.3.0", "kind": f"{opts.vendor}/{opts.cls}", "devices": entries}
-    common = _common_edits(inv, opts).data(inv, opts)
+    common_edits = _common_edits(inv, opts)
+    common_edits.actions = _merge_actions(common_edits.actions + device_actions)
+    common = common_edits.data(inv, opts)
     if common:
         spec["containerEdits"] = common
     spec["cdiVersion"], reason = required_version(spec)

@@ -76,7 +76,7 @@ def test_absolute_root_path_is_used_as_is(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "needle"),
     [
-        (None, "cannot read config.json: No such file or directory"),
+        (None, "config.json: cannot read: No such file or directory"),
         ("{oops", "config.json: not valid JSON"),
         ('{"root": {}}', "root.path missing"),
         ('{"root": "rootfs"}', "root.path missing"),
