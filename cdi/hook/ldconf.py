@@ -16,7 +16,7 @@ import os
 import stat
 
 from cdi.hook.errors import HookError
-from cdi.hook.rootfs import NotFound, Rootfs, file_kind
+from cdi.hook.rootfs import Rootfs, file_kind
 
 MAX_FILES = 1024  # configuration files in one tree: far more than any distribution ships
 MAX_DEPTH = 16  # includes within includes; distributions use 2
@@ -92,8 +92,8 @@ def _bracket(pattern: str, start: int, char: str) -> tuple[int | None, bool]:
 def glob(root: Rootfs, pattern: str) -> list[str]:
     """Paths inside the rootfs matching the absolute `pattern`, sorted as glob(3) sorts them.
 
-    Hidden names match only a component that starts with `.` itself; components without
-    wildcards are taken as they are (their existence is checked by the caller).
+    Hidden names match only a component that starts with `.` itself; what does not exist (a
+    file where the pattern needs a directory included) is left out, as glob(3) does.
     """
     found = [""]
     for part in pattern.split("/"):
@@ -112,7 +112,14 @@ def glob(root: Rootfs, pattern: str) -> list[str]:
                 if (name[0] != "." or part[0] == ".") and match(name, part):
                     matches.append(f"{base}/{name}")
         found = sorted(matches)
-    return [path for path in found if path]
+    return [path for path in found if path and _exists(root, path)]
+
+
+def _exists(root: Rootfs, path: str) -> bool:
+    try:
+        return root.lookup(path, follow=False) is not None
+    except HookError:  # a component is not a directory
+        return False
 
 
 def _canonical_dir(line: str) -> str:
@@ -176,8 +183,8 @@ class LdConf:
             return None
         try:
             fd = self.root.resolve(path)
-        except NotFound:
-            return None  # ldconfig warns and goes on
+        except HookError:  # missing, a file where a directory should be, a link not followed
+            return None  # ldconfig cannot open it either: it warns and goes on
         try:
             st = os.fstat(fd)
         finally:

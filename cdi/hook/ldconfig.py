@@ -211,7 +211,8 @@ def _single(name: str) -> bool:
 def parse_listing(text: str) -> dict[str, list[tuple[str, str]]]:
     """`ldconfig -v` output -> {directory: [(soname, file), ...]}.
 
-    Directory lines are `DIR:` or `DIR: (from FILE:LINE)`, link lines `\\tSONAME -> FILE`.
+    Directory lines are `DIR:`, `DIR: (from FILE:LINE)` or `DIR: (hwcap: ...)...` (glibc-hwcaps
+    subdirectories), link lines `\\tSONAME -> FILE`.
     SONAMEs come from the image's ELF files and may hold anything, a newline included, so a
     line that is not exactly one of these shapes is skipped, and every name must be one path
     component: a forged line can at worst mislink the image's own libraries, which the image
@@ -225,10 +226,11 @@ def parse_listing(text: str) -> dict[str, list[tuple[str, str]]]:
             if current is not None and sep and _single(soname) and _single(name):
                 current.append((soname, name))
             continue
-        cut = line.rfind(": (from ")
-        head = line[:cut] if cut > 0 and line.endswith(")") else line[:-1]
-        if line.startswith("/") and (cut > 0 or line.endswith(":")):
-            current = links.setdefault(head, [])
+        cut = line.find(": (")
+        if line.startswith("/") and cut > 0 and line.endswith(")"):
+            current = links.setdefault(line[:cut], [])
+        elif line.startswith("/") and line.endswith(":"):
+            current = links.setdefault(line[:-1], [])
         else:
             current = None
     return links
