@@ -51,6 +51,7 @@ def _observe_gpu(h: Any) -> dict[str, Any]:
         "memory_v1": (mem.total, mem.free, mem.used),
         "memory_v2": (mem2.total, mem2.reserved, mem2.free, mem2.used),
         "is_mig": bool(pynvml.nvmlDeviceIsMigDeviceHandle(h).value),
+        "events": pynvml.nvmlDeviceGetSupportedEventTypes(h),
     }
     try:
         g["mig_mode"] = tuple(pynvml.nvmlDeviceGetMigMode(h))
@@ -143,6 +144,8 @@ def _expect_gpu(g: Gpu) -> dict[str, Any]:
             g.memory_used,
         ),
         "is_mig": False,
+        # XID, P-state and clock events everywhere; ECC error events with ECC on
+        "events": 0x1C | (0x3 if g.ecc else 0),
         "mig_mode": (int(g.mig_mode), int(g.mig_pending)) if g.mig_capable else None,
         "max_mig": g.max_mig_devices,
         # the V (v2 struct) query needs MIG mode enabled

@@ -142,6 +142,7 @@ CASES: list[tuple[str, Any, str]] = [
         "errors[0].device: expected a GPU index or GPU:MIG index, got 'a:b'",
     ),
     ("gpus.0.name", "tab\there", "gpus[0].name: must be a non-empty single line without tabs"),
+    ("gpus.0.ecc", "yes", "gpus[0].ecc: expected true or false, got str 'yes'"),
 ]
 
 

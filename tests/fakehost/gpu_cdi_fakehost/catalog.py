@@ -110,6 +110,7 @@ class Model:
     max_mig_devices: int = 0
     memory_slices: int = 0
     mig_profiles: tuple[GiProfile, ...] = ()
+    ecc: bool = False  # ECC on (data-center boards): NVML then reports ECC error events
 
     @property
     def mig_capable(self) -> bool:
@@ -169,22 +170,22 @@ MODELS: dict[str, Model] = {
     for m in (
         Model(
             "A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB", "ampere", (8, 0), 40960, 581,
-            0x20B010DE, 0x134F10DE, 7, 8, _A100_40GB_PROFILES,
+            0x20B010DE, 0x134F10DE, 7, 8, _A100_40GB_PROFILES, ecc=True,
         ),
         Model(
             "A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB", "ampere", (8, 0), 81920, 581,
-            0x20B210DE, 0x147F10DE, 7, 8, _A100_80GB_PROFILES,
+            0x20B210DE, 0x147F10DE, 7, 8, _A100_80GB_PROFILES, ecc=True,
         ),
         Model(
             "H100-SXM5-80GB", "NVIDIA H100 80GB HBM3", "hopper", (9, 0), 81559, 579,
-            0x233010DE, 0x16C110DE, 7, 8, _H100_80GB_PROFILES,
+            0x233010DE, 0x16C110DE, 7, 8, _H100_80GB_PROFILES, ecc=True,
         ),
         Model(
             "RTX-A6000", "NVIDIA RTX A6000", "ampere", (8, 6), 49140, 410,
             0x223010DE, 0x145910DE,
         ),
         Model(
-            "L4", "NVIDIA L4", "ada", (8, 9), 23034, 329, 0x27B810DE, 0x16CA10DE,
+            "L4", "NVIDIA L4", "ada", (8, 9), 23034, 329, 0x27B810DE, 0x16CA10DE, ecc=True,
         ),
     )
 }  # fmt: skip

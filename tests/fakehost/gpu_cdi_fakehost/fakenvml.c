@@ -8,17 +8,26 @@
  * specs/topology-format.md ("Fake NVML file"). Each line is a record type followed by
  * tab-separated key=value fields.
  *
+ * Events (XIDs, ECC errors, a GPU falling off the bus, a failing wait) come from an append-only
+ * file that tests write while processes hold the library ("Events" in the same document).
+ *
  * Entry points not defined here are simply absent, so callers get NVML_ERROR_FUNCTION_NOT_FOUND
  * from pynvml exactly as with an older driver that lacks them.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 /* Export the legacy unversioned entry points too, instead of the header renaming them. */
 #define NVML_NO_UNVERSIONED_FUNC_DEFS
@@ -56,7 +65,7 @@ typedef struct fake_device {
     unsigned int arch;
     int cc_major, cc_minor;
     unsigned long long mem_total, mem_reserved, mem_used;
-    int mig_supported;
+    int mig_supported, ecc;
     unsigned int mig_current, mig_pending, max_mig;
     unsigned int gi_id, ci_id; /* MIG devices only */
     /* per-GPU data */
@@ -76,7 +85,18 @@ typedef struct fake_error {
     long remaining; /* < 0: forever */
 } fake_error;
 
-/* Guards init/shutdown and the error-rule counters; device data is read-only between them. */
+/* An event set reads the events file from its own offset; a GPU's events count from the offset
+ * at which it was registered (NVML records nothing that happened before registration). */
+typedef struct fake_event_set {
+    unsigned int magic;
+    long long offset;
+    unsigned long long *mask; /* per GPU */
+    long long *since;         /* per GPU */
+    struct fake_event_set *next;
+} fake_event_set;
+
+/* Guards init/shutdown, the error-rule counters and the event state; device data is read-only
+ * between init and shutdown. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct {
@@ -89,6 +109,13 @@ static struct {
     fake_device **gpus;
     int n_errors;
     fake_error *errors;
+    /* events file: append-only, see specs/topology-format.md ("Events") */
+    char events_path[4096];
+    int events_fd; /* valid when events_open */
+    int events_open;
+    long long events_scanned; /* bytes scanned for lost/recovered lines */
+    unsigned char *lost;      /* per GPU */
+    fake_event_set *sets;
 } T;
 
 /* ---------------------------------------------------------------- diagnostics */
@@ -187,6 +214,7 @@ static int fill_gpu(fake_device *d, const record *r, const char *where) {
         need_ull(r, "mem_reserved", &d->mem_reserved, where) ||
         need_ull(r, "mem_used", &d->mem_used, where) ||
         need_int(r, "mig_supported", &d->mig_supported, where) ||
+        need_int(r, "ecc", &d->ecc, where) ||
         need_uint(r, "mig_current", &d->mig_current, where) ||
         need_uint(r, "mig_pending", &d->mig_pending, where) ||
         need_uint(r, "max_mig", &d->max_mig, where))
@@ -335,7 +363,12 @@ static int split_record(char *line, record *r) {
     return 0;
 }
 
+static void free_sets(void);
+
 static void free_topology(void) {
+    free_sets();
+    if (T.events_open) close(T.events_fd);
+    free(T.lost);
     for (int i = 0; i < T.n_gpus; i++) {
         fake_device *d = T.gpus[i];
         if (!d) continue;
@@ -352,6 +385,20 @@ static void free_topology(void) {
     free(T.gpus);
     free(T.errors);
     memset(&T, 0, sizeof T);
+}
+
+#define EVENTS_FILE "nvml-events.txt"
+
+/* $FAKE_NVML_EVENTS, else nvml-events.txt beside the topology file. */
+static void events_locate(const char *topology_path) {
+    const char *env = getenv("FAKE_NVML_EVENTS");
+    if (env && *env) {
+        copy_str(T.events_path, sizeof T.events_path, env);
+        return;
+    }
+    const char *slash = strrchr(topology_path, '/');
+    int dir_len = slash ? (int)(slash - topology_path) + 1 : 0;
+    snprintf(T.events_path, sizeof T.events_path, "%.*s%s", dir_len, topology_path, EVENTS_FILE);
 }
 
 static nvmlReturn_t load_topology(void) {
@@ -419,10 +466,12 @@ static nvmlReturn_t load_topology(void) {
         complain("%s: no 'system' record", path);
         bad = 1;
     }
+    if (!bad && !(T.lost = calloc((size_t)T.n_gpus + 1, 1))) bad = 1;
     if (bad) {
         free_topology();
         return NVML_ERROR_UNKNOWN;
     }
+    events_locate(path);
     T.loaded = 1;
     return NVML_SUCCESS;
 }
@@ -437,14 +486,180 @@ static const char *base_name(const char *call, char *buf, size_t size) {
     return buf;
 }
 
+/* ---------------------------------------------------------------- events file
+ *
+ * Tests append lines to the events file while processes hold the library; each reader keeps its
+ * own offset and consumes only complete lines, so a write in progress is never half-read. */
+
+enum event_kind { EV_XID, EV_SBE, EV_DBE, EV_LOST, EV_RECOVERED, EV_WAIT_ERROR };
+
+typedef struct fake_event {
+    enum event_kind kind;
+    int gpu;
+    unsigned int gi, ci;
+    unsigned long long data;
+    nvmlReturn_t code;
+} fake_event;
+
+#define NO_INSTANCE 0xFFFFFFFFu /* gpuInstanceId/computeInstanceId not attributable */
+
+/* The complete line at *off into buf (truncated to cap, still consumed whole); 1 when there was
+ * one (*off then points past it), 0 when no complete line is there yet. */
+static int read_line(int fd, long long *off, char *buf, size_t cap) {
+    long long pos = *off;
+    size_t have = 0;
+    for (;;) {
+        char chunk[512];
+        ssize_t n = pread(fd, chunk, sizeof chunk, (off_t)pos);
+        if (n <= 0) return 0;
+        char *nl = memchr(chunk, '\n', (size_t)n);
+        size_t take = nl ? (size_t)(nl - chunk) : (size_t)n;
+        size_t room = cap - 1 - have;
+        memcpy(buf + have, chunk, take < room ? take : room);
+        have += take < room ? take : room;
+        if (nl) {
+            buf[have] = '\0';
+            *off = pos + (long long)take + 1;
+            return 1;
+        }
+        pos += n;
+    }
+}
+
+/* GPU index and MIG handle index (-1: the GPU itself) of a UUID. */
+static int find_uuid(const char *uuid, int *gpu, int *mig) {
+    for (int i = 0; i < T.n_gpus; i++) {
+        if (strcmp(T.gpus[i]->uuid, uuid) == 0) {
+            *gpu = i;
+            *mig = -1;
+            return 0;
+        }
+        for (int j = 0; j < T.gpus[i]->n_migs; j++) {
+            if (strcmp(T.gpus[i]->migs[j]->uuid, uuid) == 0) {
+                *gpu = i;
+                *mig = j;
+                return 0;
+            }
+        }
+    }
+    return -1;
+}
+
+static int parse_number(const char *s, unsigned long long *out) {
+    char *end;
+    if (!s || !isdigit((unsigned char)*s)) return -1;
+    errno = 0;
+    *out = strtoull(s, &end, 0);
+    return errno || *end ? -1 : 0;
+}
+
+/* One line of the events file; -1 (with *why set) when malformed. */
+static int parse_event(char *line, fake_event *ev, const char **why) {
+    char *save = NULL, *tok[6];
+    int n = 0;
+    for (char *t = strtok_r(line, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (n == 6) return *why = "too many fields", -1;
+        tok[n++] = t;
+    }
+    if (n == 0) return *why = "empty line", -1;
+    memset(ev, 0, sizeof *ev);
+    ev->gi = ev->ci = NO_INSTANCE;
+    ev->gpu = -1;
+    unsigned long long v;
+    if (strcmp(tok[0], "wait-error") == 0) {
+        if (n != 2 || parse_number(tok[1], &v) || v == 0)
+            return *why = "expected: wait-error <nvmlReturn_t number>", -1;
+        ev->kind = EV_WAIT_ERROR;
+        ev->code = (nvmlReturn_t)v;
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        enum event_kind kind;
+        int min, max;
+    } kinds[] = {
+        {"xid", EV_XID, 3, 5},    {"ecc-sbe", EV_SBE, 2, 2},         {"ecc-dbe", EV_DBE, 2, 2},
+        {"lost", EV_LOST, 2, 2}, {"recovered", EV_RECOVERED, 2, 2},
+    };
+    size_t k = 0;
+    while (k < sizeof kinds / sizeof kinds[0] && strcmp(kinds[k].name, tok[0]) != 0) k++;
+    if (k == sizeof kinds / sizeof kinds[0]) return *why = "unknown event", -1;
+    if (n < kinds[k].min || n > kinds[k].max || n == 4)
+        return *why = "wrong number of fields (xid <uuid> <xid> [<gi> <ci>]; other: <kind> <uuid>)",
+               -1;
+    ev->kind = kinds[k].kind;
+    int mig;
+    if (find_uuid(tok[1], &ev->gpu, &mig)) return *why = "no device with this UUID", -1;
+    if (mig >= 0) {
+        if (ev->kind == EV_LOST || ev->kind == EV_RECOVERED)
+            return *why = "lost/recovered take a GPU UUID, not a MIG device's", -1;
+        ev->gi = T.gpus[ev->gpu]->migs[mig]->gi_id;
+        ev->ci = T.gpus[ev->gpu]->migs[mig]->ci_id;
+    }
+    if (ev->kind == EV_XID) {
+        if (parse_number(tok[2], &ev->data)) return *why = "the XID is not a number", -1;
+        unsigned long long gi, ci;
+        if (n == 5) {
+            if (parse_number(tok[3], &gi) || parse_number(tok[4], &ci))
+                return *why = "GPU/compute instance ids are not numbers", -1;
+            ev->gi = (unsigned int)gi;
+            ev->ci = (unsigned int)ci;
+        }
+    }
+    return 0;
+}
+
+/* Opens the events file once it exists; a file that shrank was rewritten: rescan it. */
+static int events_refresh_locked(void) {
+    if (!T.events_open) {
+        if (!T.events_path[0]) return -1;
+        int fd = open(T.events_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return -1;
+        T.events_fd = fd;
+        T.events_open = 1;
+    }
+    struct stat st;
+    if (fstat(T.events_fd, &st) != 0) return -1;
+    if (st.st_size < T.events_scanned) {
+        T.events_scanned = 0;
+        memset(T.lost, 0, (size_t)T.n_gpus);
+        for (fake_event_set *s = T.sets; s; s = s->next) {
+            s->offset = 0;
+            memset(s->since, 0, sizeof *s->since * (size_t)T.n_gpus);
+        }
+    }
+    return 0;
+}
+
+/* Applies lost/recovered lines (state, not events: they hold for every later call). */
+static void events_sync_locked(void) {
+    if (events_refresh_locked()) return;
+    char line[1024], shown[sizeof line];
+    long long at = T.events_scanned;
+    while (read_line(T.events_fd, &T.events_scanned, line, sizeof line)) {
+        fake_event ev;
+        const char *why;
+        memcpy(shown, line, sizeof line); /* parse_event splits `line` in place */
+        if (parse_event(line, &ev, &why)) {
+            complain("%s: byte %lld: %s: '%s' (ignored)", T.events_path, at, why, shown);
+        } else if (ev.kind == EV_LOST || ev.kind == EV_RECOVERED) {
+            T.lost[ev.gpu] = ev.kind == EV_LOST;
+        }
+        at = T.events_scanned;
+    }
+}
+
 /* gpu < 0: a call not tied to a device. mig < 0: the full GPU. */
 static nvmlReturn_t injected(const char *call, int gpu, int mig) {
-    if (T.n_errors == 0) return NVML_SUCCESS;
     char buf[MAX_FIELD];
-    const char *name = base_name(call, buf, sizeof buf);
+    const char *name = T.n_errors ? base_name(call, buf, sizeof buf) : call;
     nvmlReturn_t ret = NVML_SUCCESS;
     pthread_mutex_lock(&lock);
-    for (int i = 0; i < T.n_errors; i++) {
+    if (gpu >= 0) {
+        events_sync_locked();
+        if (gpu < T.n_gpus && T.lost[gpu]) ret = NVML_ERROR_GPU_IS_LOST;
+    }
+    for (int i = 0; ret == NVML_SUCCESS && i < T.n_errors; i++) {
         fake_error *e = &T.errors[i];
         if (e->remaining == 0) continue;
         if (strcmp(e->call, "*") != 0 && strcmp(e->call, name) != 0) continue;
@@ -949,4 +1164,215 @@ EXPORT nvmlReturn_t nvmlGpuInstanceGetInfo(nvmlGpuInstance_t instance,
     info->placement.start = gi->start;
     info->placement.size = gi->size;
     return NVML_SUCCESS;
+}
+
+/* ---------------------------------------------------------------- events */
+
+/* What the boards report: XID, P-state and clock events; ECC events on boards with ECC on. */
+#define EVENTS_ALWAYS (nvmlEventTypeXidCriticalError | nvmlEventTypePState | nvmlEventTypeClock)
+#define EVENTS_ECC (nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError)
+
+static unsigned long long supported_events(const fake_device *d) {
+    return EVENTS_ALWAYS | (d->ecc ? EVENTS_ECC : 0);
+}
+
+static fake_event_set *as_set_locked(nvmlEventSet_t h) {
+    for (fake_event_set *s = T.sets; s; s = s->next)
+        if (s == (fake_event_set *)h && s->magic == FAKE_MAGIC) return s;
+    return NULL;
+}
+
+static void free_set(fake_event_set *s) {
+    s->magic = 0;
+    free(s->mask);
+    free(s->since);
+    free(s);
+}
+
+static void free_sets(void) {
+    while (T.sets) {
+        fake_event_set *next = T.sets->next;
+        free_set(T.sets);
+        T.sets = next;
+    }
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device,
+                                                      unsigned long long *types) {
+    DEVICE(d, device, "nvmlDeviceGetSupportedEventTypes");
+    if (!types) return NVML_ERROR_INVALID_ARGUMENT;
+    /* NVML reports events per GPU (with GI/CI ids), never on MIG device handles */
+    if (d->kind == KIND_MIG) return NVML_ERROR_NOT_SUPPORTED;
+    *types = supported_events(d);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
+    CHECK_INIT();
+    if (!set) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlEventSetCreate", -1, -1);
+    fake_event_set *s = calloc(1, sizeof *s);
+    if (!s) return NVML_ERROR_MEMORY;
+    s->mask = calloc((size_t)T.n_gpus + 1, sizeof *s->mask);
+    s->since = calloc((size_t)T.n_gpus + 1, sizeof *s->since);
+    if (!s->mask || !s->since) {
+        free_set(s);
+        return NVML_ERROR_MEMORY;
+    }
+    s->magic = FAKE_MAGIC;
+    pthread_mutex_lock(&lock);
+    /* only what is appended from now on is news to this set */
+    if (events_refresh_locked() == 0) {
+        struct stat st;
+        if (fstat(T.events_fd, &st) == 0) s->offset = st.st_size;
+    }
+    s->next = T.sets;
+    T.sets = s;
+    pthread_mutex_unlock(&lock);
+    *set = (nvmlEventSet_t)s;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long types,
+                                             nvmlEventSet_t set) {
+    DEVICE(d, device, "nvmlDeviceRegisterEvents");
+    if (types & ~(unsigned long long)nvmlEventTypeAll) return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->kind == KIND_MIG || (types & ~supported_events(d))) return NVML_ERROR_NOT_SUPPORTED;
+    nvmlReturn_t ret = NVML_SUCCESS;
+    pthread_mutex_lock(&lock);
+    fake_event_set *s = as_set_locked(set);
+    if (!s) {
+        ret = NVML_ERROR_INVALID_ARGUMENT;
+    } else {
+        if (!s->mask[d->gpu] && events_refresh_locked() == 0) {
+            struct stat st;
+            s->since[d->gpu] = fstat(T.events_fd, &st) == 0 ? st.st_size : 0;
+        }
+        s->mask[d->gpu] |= types;
+    }
+    pthread_mutex_unlock(&lock);
+    return ret;
+}
+
+static unsigned long long event_type(enum event_kind kind) {
+    switch (kind) {
+    case EV_XID: return nvmlEventTypeXidCriticalError;
+    case EV_SBE: return nvmlEventTypeSingleBitEccError;
+    case EV_DBE: return nvmlEventTypeDoubleBitEccError;
+    default: return 0;
+    }
+}
+
+/* The next event for `s`: SUCCESS (data filled), an injected wait error, or -1 for none yet. */
+static int next_event_locked(fake_event_set *s, nvmlEventData_t *data) {
+    if (events_refresh_locked()) return -1;
+    char line[1024];
+    long long at = s->offset;
+    while (read_line(T.events_fd, &s->offset, line, sizeof line)) {
+        fake_event ev;
+        const char *why;
+        /* malformed lines are reported once, by events_sync_locked */
+        if (parse_event(line, &ev, &why) == 0) {
+            if (ev.kind == EV_WAIT_ERROR) return (int)ev.code;
+            unsigned long long type = event_type(ev.kind);
+            if (type && (s->mask[ev.gpu] & type) && at >= s->since[ev.gpu]) {
+                data->device = (nvmlDevice_t)T.gpus[ev.gpu];
+                data->eventType = type;
+                data->eventData = ev.kind == EV_XID ? ev.data : 0;
+                data->gpuInstanceId = ev.gi;
+                data->computeInstanceId = ev.ci;
+                return NVML_SUCCESS;
+            }
+        }
+        at = s->offset;
+    }
+    return -1;
+}
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An inotify descriptor that wakes on writes into the events file's directory, or -1 (then the
+ * wait polls the file every few milliseconds). */
+static int watch_events_dir(void) {
+    char dir[sizeof T.events_path];
+    copy_str(dir, sizeof dir, T.events_path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) slash[1] = '\0';
+    else if (slash) *slash = '\0';
+    else copy_str(dir, sizeof dir, ".");
+    int fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (fd < 0) return -1;
+    if (inotify_add_watch(fd, dir, IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static nvmlReturn_t event_wait(nvmlEventSet_t set, nvmlEventData_t *data, unsigned int timeoutms) {
+    CHECK_INIT();
+    if (!data) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlEventSetWait", -1, -1);
+    long long deadline = now_ms() + timeoutms;
+    /* watch before looking, so a line appended in between still wakes us */
+    int wfd = watch_events_dir();
+    int ret;
+    for (;;) {
+        pthread_mutex_lock(&lock);
+        fake_event_set *s = T.loaded ? as_set_locked(set) : NULL;
+        if (!T.loaded) ret = NVML_ERROR_UNINITIALIZED; /* shut down while waiting */
+        else ret = s ? next_event_locked(s, data) : NVML_ERROR_INVALID_ARGUMENT;
+        pthread_mutex_unlock(&lock);
+        if (ret >= 0) break;
+        long long left = deadline - now_ms();
+        if (left <= 0) {
+            ret = NVML_ERROR_TIMEOUT;
+            break;
+        }
+        if (wfd >= 0) {
+            /* bounded, in case the directory is on a filesystem without inotify */
+            struct pollfd p = {wfd, POLLIN, 0};
+            if (poll(&p, 1, (int)(left < 200 ? left : 200)) > 0) {
+                char drain[4096];
+                while (read(wfd, drain, sizeof drain) > 0) {
+                }
+            }
+        } else {
+            struct timespec ts = {0, (left < 10 ? left : 10) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    if (wfd >= 0) close(wfd);
+    return (nvmlReturn_t)ret;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data,
+                                        unsigned int timeoutms) {
+    return event_wait(set, data, timeoutms);
+}
+EXPORT nvmlReturn_t nvmlEventSetWait(nvmlEventSet_t set, nvmlEventData_t *data,
+                                     unsigned int timeoutms) {
+    return event_wait(set, data, timeoutms);
+}
+
+EXPORT nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
+    CHECK_INIT();
+    INJECT("nvmlEventSetFree", -1, -1);
+    nvmlReturn_t ret = NVML_ERROR_INVALID_ARGUMENT;
+    pthread_mutex_lock(&lock);
+    for (fake_event_set **p = &T.sets; *p; p = &(*p)->next) {
+        if (*p == (fake_event_set *)set) {
+            fake_event_set *s = *p;
+            *p = s->next;
+            free_set(s);
+            ret = NVML_SUCCESS;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return ret;
 }

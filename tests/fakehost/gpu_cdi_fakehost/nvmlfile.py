@@ -12,6 +12,9 @@ from pathlib import Path
 from gpu_cdi_fakehost.topology import Topology
 
 FORMAT_VERSION = 1
+# Where a fake host keeps it: <root>/.fakehost/nvml-topology.txt
+MARKER = ".fakehost"
+TOPOLOGY_FILE = "nvml-topology.txt"
 
 # ErrorRule.mig is None for "the GPU and all its MIG devices"; the C side spells that -1.
 _ANY = -1
@@ -53,6 +56,7 @@ def render(topology: Topology) -> str:
                 mem_reserved=g.memory_reserved,
                 mem_used=g.memory_used,
                 mig_supported=int(g.mig_capable),
+                ecc=int(g.ecc),
                 mig_current=int(g.mig_mode),
                 mig_pending=int(g.mig_pending),
                 max_mig=g.max_mig_devices,
@@ -119,3 +123,16 @@ def write(topology: Topology, path: Path) -> Path:
     tmp.write_text(render(topology), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def read_devices(path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(GPU UUID, its MIG UUIDs in handle order) for each GPU of a file `render` wrote."""
+    gpus: list[tuple[str, list[str]]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        kind, _, rest = line.partition("\t")
+        fields = dict(f.split("=", 1) for f in rest.split("\t") if "=" in f)
+        if kind == "gpu":
+            gpus.append((fields["uuid"], []))
+        elif kind == "mig":
+            gpus[int(fields["gpu"])][1].append(fields["uuid"])
+    return tuple((uuid, tuple(migs)) for uuid, migs in gpus)

@@ -50,6 +50,11 @@ INJECTABLE_CALLS = frozenset(
         "nvmlDeviceGetGpuInstanceProfileInfo",
         "nvmlDeviceGetGpuInstanceById",
         "nvmlGpuInstanceGetInfo",
+        "nvmlDeviceGetSupportedEventTypes",
+        "nvmlEventSetCreate",
+        "nvmlDeviceRegisterEvents",
+        "nvmlEventSetWait",
+        "nvmlEventSetFree",
     }
 )
 # Spellings that share a rule with another entry point.
@@ -147,6 +152,7 @@ class Gpu:
     max_mig_devices: int
     mig_profiles: tuple[GiProfile, ...]
     gpu_instances: tuple[GpuInstance, ...]
+    ecc: bool = False
 
     @property
     def architecture_id(self) -> int:
@@ -492,6 +498,7 @@ def _gpu(o: _Obj, index: int, seed: str) -> Gpu:
     total, reserved, used = _memory(o, model)
     device_id = o.int_("pci_device_id", model.pci_device_id if model else 0x20B010DE)
     subsystem_id = o.int_("pci_subsystem_id", model.pci_subsystem_id if model else 0)
+    ecc = o.bool_("ecc", model.ecc if model else False)
     capable = model.mig_capable if model else False
     mig_mode = mig_pending = False
     gis: tuple[GpuInstance, ...] = ()
@@ -518,7 +525,7 @@ def _gpu(o: _Obj, index: int, seed: str) -> Gpu:
     gpu = Gpu(
         index, name, uuid, minor, pci, arch, cc, total, reserved, used, device_id, subsystem_id,
         capable, mig_mode, mig_pending, model.max_mig_devices if (model and capable) else 0,
-        model.mig_profiles if (model and capable) else (), gis,
+        model.mig_profiles if (model and capable) else (), gis, ecc,
     )  # fmt: skip
     if len(gpu.mig_devices) > gpu.max_mig_devices:
         raise TopologyError(
@@ -526,6 +533,29 @@ def _gpu(o: _Obj, index: int, seed: str) -> Gpu:
             f"more than the {gpu.max_mig_devices} the GPU supports"
         )
     return gpu
+
+
+def nvml_error_code(err: object) -> int:
+    """An nvmlReturn_t error from its name (NVML_ERROR_ prefix optional) or number."""
+    if isinstance(err, int) and not isinstance(err, bool):
+        code = err
+    elif isinstance(err, str) and err.removeprefix("NVML_ERROR_") in NVML_ERRORS:
+        code = NVML_ERRORS[err.removeprefix("NVML_ERROR_")]
+    else:
+        raise ValueError(f"expected an NVML error name like GPU_IS_LOST, got {err!r}")
+    if code == 0:
+        raise ValueError("SUCCESS is not an error")
+    return code
+
+
+def parse_device_ref(dev: object) -> tuple[int, int | None] | None:
+    """(GPU index, MIG handle index or None) from 3 or "3:1"; None if it is neither."""
+    if isinstance(dev, bool) or not isinstance(dev, int | str):
+        return None
+    m = re.fullmatch(r"(\d+)(?::(\d+))?", str(dev))
+    if m is None:
+        return None
+    return int(m[1]), int(m[2]) if m[2] is not None else None
 
 
 def _error_rule(o: _Obj, gpus: tuple[Gpu, ...]) -> ErrorRule:
@@ -538,23 +568,17 @@ def _error_rule(o: _Obj, gpus: tuple[Gpu, ...]) -> ErrorRule:
             f"{given!r} is not an entry point of the fake NVML; use '*' or one of: "
             + ", ".join(sorted(INJECTABLE_CALLS)),
         )
-    err = o.raw("error")
-    if isinstance(err, int) and not isinstance(err, bool):
-        code = err
-    elif isinstance(err, str) and err.removeprefix("NVML_ERROR_") in NVML_ERRORS:
-        code = NVML_ERRORS[err.removeprefix("NVML_ERROR_")]
-    else:
-        raise o.error("error", f"expected an NVML error name like GPU_IS_LOST, got {err!r}")
-    if code == 0:
-        raise o.error("error", "SUCCESS is not an error")
+    try:
+        code = nvml_error_code(o.raw("error"))
+    except ValueError as e:
+        raise o.error("error", str(e)) from None
     gpu = mig = None
     if o.has("device"):
         dev = o.raw("device")
-        m = re.fullmatch(r"(\d+)(?::(\d+))?", str(dev)) if not isinstance(dev, bool) else None
-        if m is None:
+        ref = parse_device_ref(dev)
+        if ref is None:
             raise o.error("device", f"expected a GPU index or GPU:MIG index, got {dev!r}")
-        gpu = int(m[1])
-        mig = int(m[2]) if m[2] is not None else None
+        gpu, mig = ref
         if gpu >= len(gpus):
             raise o.error("device", f"no GPU {gpu} (the topology has {len(gpus)})")
     times = o.int_("times", -1, minimum=-1)
