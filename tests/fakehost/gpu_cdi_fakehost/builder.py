@@ -465,4 +465,7 @@ def _install_host_files(root: Path, topo: Topology) -> None:
         card, render = gpus[g.index]
         (pci / g.pci.sysfs / "drm" / f"card{card}").mkdir(parents=True)
         (pci / g.pci.sysfs / "drm" / f"renderD{render}").mkdir(parents=True)
+        # what the kernel says without NUMA information: -1
+        numa = -1 if g.numa_node is None else g.numa_node
+        _write(pci / g.pci.sysfs / "numa_node", f"{numa}\n", 0o444)
     _write(root / "sys/module/firmware_class/parameters/path", "\n")

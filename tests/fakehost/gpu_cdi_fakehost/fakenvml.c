@@ -52,6 +52,21 @@ typedef struct fake_gi {
     unsigned int id, profile_id, start, size;
 } fake_gi;
 
+/* An active NVLink of a GPU and the PCI device at its far end. */
+typedef struct fake_link {
+    int active;
+    unsigned int remote_type; /* nvmlIntNvLinkDeviceType_t */
+    unsigned int domain, bus, dev, pci_device_id, pci_subsystem_id;
+} fake_link;
+
+/* How two GPUs are connected: PCIe distance and P2P status per NVML_P2P_CAPS_INDEX_*. */
+#define P2P_CAPS 5
+typedef struct fake_pair {
+    int known;
+    unsigned int ancestor; /* nvmlGpuTopologyLevel_t */
+    unsigned int p2p[P2P_CAPS];
+} fake_pair;
+
 /* Both full GPUs and MIG devices are "devices"; an nvmlDevice_t points at one of these. */
 typedef struct fake_device {
     unsigned int magic;
@@ -68,6 +83,8 @@ typedef struct fake_device {
     int mig_supported, ecc;
     unsigned int mig_current, mig_pending, max_mig;
     unsigned int gi_id, ci_id; /* MIG devices only */
+    unsigned int nvlinks, nvlink_version; /* links the board has; nvmlNvlinkVersion_t */
+    fake_link links[NVML_NVLINK_MAX_LINKS];
     /* per-GPU data */
     int n_profiles;
     fake_gi_profile *profiles;
@@ -109,6 +126,8 @@ static struct {
     fake_device **gpus;
     int n_errors;
     fake_error *errors;
+    int n_paired;     /* GPUs in the pair table (sized at the first pair record) */
+    fake_pair *pairs; /* n_paired x n_paired */
     /* events file: append-only, see specs/topology-format.md ("Events") */
     char events_path[4096];
     int events_fd; /* valid when events_open */
@@ -217,8 +236,14 @@ static int fill_gpu(fake_device *d, const record *r, const char *where) {
         need_int(r, "ecc", &d->ecc, where) ||
         need_uint(r, "mig_current", &d->mig_current, where) ||
         need_uint(r, "mig_pending", &d->mig_pending, where) ||
-        need_uint(r, "max_mig", &d->max_mig, where))
+        need_uint(r, "max_mig", &d->max_mig, where) ||
+        need_uint(r, "nvlinks", &d->nvlinks, where) ||
+        need_uint(r, "nvlink_version", &d->nvlink_version, where))
         return -1;
+    if (d->nvlinks > NVML_NVLINK_MAX_LINKS) {
+        complain("%s: nvlinks %u is more than NVML's %d", where, d->nvlinks, NVML_NVLINK_MAX_LINKS);
+        return -1;
+    }
     return 0;
 }
 
@@ -227,6 +252,10 @@ static int parse_gpu(const record *r, const char *where) {
     if (need_int(r, "index", &index, where)) return -1;
     if (index != T.n_gpus) {
         complain("%s: gpu index %d out of order (expected %d)", where, index, T.n_gpus);
+        return -1;
+    }
+    if (T.pairs) {
+        complain("%s: gpu record after the first pair record", where);
         return -1;
     }
     fake_device *d = calloc(1, sizeof *d);
@@ -324,6 +353,50 @@ static int parse_mig(const record *r, const char *where) {
     return 0;
 }
 
+static int parse_nvlink(const record *r, const char *where) {
+    int gpu;
+    unsigned int link;
+    if (need_int(r, "gpu", &gpu, where) || need_uint(r, "link", &link, where)) return -1;
+    fake_device *d = gpu_at(gpu, where);
+    if (!d) return -1;
+    if (link >= d->nvlinks) {
+        complain("%s: link %u, but gpu %d has %u NVLinks", where, link, gpu, d->nvlinks);
+        return -1;
+    }
+    fake_link *l = &d->links[link];
+    if (need_uint(r, "remote_type", &l->remote_type, where) ||
+        need_uint(r, "domain", &l->domain, where) || need_uint(r, "bus", &l->bus, where) ||
+        need_uint(r, "device", &l->dev, where) ||
+        need_uint(r, "pci_device_id", &l->pci_device_id, where) ||
+        need_uint(r, "pci_subsystem_id", &l->pci_subsystem_id, where))
+        return -1;
+    l->active = 1;
+    return 0;
+}
+
+static int parse_pair(const record *r, const char *where) {
+    static const char *caps[P2P_CAPS] = {"read", "write", "nvlink", "atomics", "pci"};
+    int a, b;
+    fake_pair p = {.known = 1};
+    if (need_int(r, "gpu", &a, where) || need_int(r, "peer", &b, where) ||
+        need_uint(r, "ancestor", &p.ancestor, where))
+        return -1;
+    for (int i = 0; i < P2P_CAPS; i++)
+        if (need_uint(r, caps[i], &p.p2p[i], where)) return -1;
+    if (!gpu_at(a, where) || !gpu_at(b, where)) return -1;
+    if (a == b) {
+        complain("%s: a GPU paired with itself", where);
+        return -1;
+    }
+    if (!T.pairs) {
+        T.pairs = calloc((size_t)T.n_gpus * (size_t)T.n_gpus, sizeof *T.pairs);
+        if (!T.pairs) return -1;
+        T.n_paired = T.n_gpus;
+    }
+    T.pairs[a * T.n_paired + b] = T.pairs[b * T.n_paired + a] = p;
+    return 0;
+}
+
 static int parse_error(const record *r, const char *where) {
     const char *s;
     fake_error e;
@@ -384,6 +457,7 @@ static void free_topology(void) {
     }
     free(T.gpus);
     free(T.errors);
+    free(T.pairs);
     memset(&T, 0, sizeof T);
 }
 
@@ -453,6 +527,10 @@ static nvmlReturn_t load_topology(void) {
             bad = parse_gi(&r, where) != 0;
         } else if (strcmp(type, "mig") == 0) {
             bad = parse_mig(&r, where) != 0;
+        } else if (strcmp(type, "nvlink") == 0) {
+            bad = parse_nvlink(&r, where) != 0;
+        } else if (strcmp(type, "pair") == 0) {
+            bad = parse_pair(&r, where) != 0;
         } else if (strcmp(type, "error") == 0) {
             bad = parse_error(&r, where) != 0;
         } else {
@@ -931,19 +1009,23 @@ EXPORT nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t device, unsigned int *
     return NVML_SUCCESS;
 }
 
+static void fill_pci(nvmlPciInfo_t *pci, unsigned int domain, unsigned int bus, unsigned int dev,
+                     unsigned int device_id, unsigned int subsystem_id) {
+    memset(pci, 0, sizeof *pci);
+    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, NVML_DEVICE_PCI_BUS_ID_LEGACY_FMT, domain,
+             bus, dev);
+    snprintf(pci->busId, sizeof pci->busId, NVML_DEVICE_PCI_BUS_ID_FMT, domain, bus, dev);
+    pci->domain = domain;
+    pci->bus = bus;
+    pci->device = dev;
+    pci->pciDeviceId = device_id;
+    pci->pciSubSystemId = subsystem_id;
+}
+
 static nvmlReturn_t pci_info(nvmlDevice_t device, nvmlPciInfo_t *pci, const char *call) {
     DEVICE(d, device, call);
     if (!pci) return NVML_ERROR_INVALID_ARGUMENT;
-    memset(pci, 0, sizeof *pci);
-    snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, NVML_DEVICE_PCI_BUS_ID_LEGACY_FMT,
-             d->domain, d->bus, d->dev);
-    snprintf(pci->busId, sizeof pci->busId, NVML_DEVICE_PCI_BUS_ID_FMT, d->domain, d->bus,
-             d->dev);
-    pci->domain = d->domain;
-    pci->bus = d->bus;
-    pci->device = d->dev;
-    pci->pciDeviceId = d->pci_device_id;
-    pci->pciSubSystemId = d->pci_subsystem_id;
+    fill_pci(pci, d->domain, d->bus, d->dev, d->pci_device_id, d->pci_subsystem_id);
     return NVML_SUCCESS;
 }
 EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
@@ -1375,4 +1457,124 @@ EXPORT nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t set) {
     }
     pthread_mutex_unlock(&lock);
     return ret;
+}
+
+/* ---------------------------------------------------------------- interconnect */
+
+/* The link of a GPU: INVALID_ARGUMENT past NVML's maximum, NOT_SUPPORTED on a MIG device or past
+ * the links the board has. */
+static nvmlReturn_t link_of(fake_device *d, unsigned int link, fake_link **out) {
+    if (link >= NVML_NVLINK_MAX_LINKS) return NVML_ERROR_INVALID_ARGUMENT;
+    if (d->kind == KIND_MIG || link >= d->nvlinks) return NVML_ERROR_NOT_SUPPORTED;
+    *out = &d->links[link];
+    return NVML_SUCCESS;
+}
+
+#define LINK(var, d, link)                               \
+    fake_link *var;                                      \
+    do {                                                 \
+        nvmlReturn_t link_ret_ = link_of(d, link, &var); \
+        if (link_ret_ != NVML_SUCCESS) return link_ret_;  \
+    } while (0)
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t device, unsigned int link,
+                                             nvmlEnableState_t *active) {
+    DEVICE(d, device, "nvmlDeviceGetNvLinkState");
+    if (!active) return NVML_ERROR_INVALID_ARGUMENT;
+    LINK(l, d, link);
+    *active = l->active ? NVML_FEATURE_ENABLED : NVML_FEATURE_DISABLED;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkVersion(nvmlDevice_t device, unsigned int link,
+                                               unsigned int *version) {
+    DEVICE(d, device, "nvmlDeviceGetNvLinkVersion");
+    if (!version) return NVML_ERROR_INVALID_ARGUMENT;
+    LINK(l, d, link);
+    (void)l;
+    *version = d->nvlink_version;
+    return NVML_SUCCESS;
+}
+
+/* What every NVLink of a PCIe-attached board can do: P2P and P2P atomics, no system memory. */
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkCapability(nvmlDevice_t device, unsigned int link,
+                                                  nvmlNvLinkCapability_t cap,
+                                                  unsigned int *result) {
+    DEVICE(d, device, "nvmlDeviceGetNvLinkCapability");
+    if (!result || (unsigned int)cap >= NVML_NVLINK_CAP_COUNT) return NVML_ERROR_INVALID_ARGUMENT;
+    LINK(l, d, link);
+    (void)l;
+    *result = cap == NVML_NVLINK_CAP_P2P_SUPPORTED || cap == NVML_NVLINK_CAP_P2P_ATOMICS ||
+              cap == NVML_NVLINK_CAP_VALID;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo_v2(nvmlDevice_t device, unsigned int link,
+                                                        nvmlPciInfo_t *pci) {
+    DEVICE(d, device, "nvmlDeviceGetNvLinkRemotePciInfo");
+    if (!pci) return NVML_ERROR_INVALID_ARGUMENT;
+    LINK(l, d, link);
+    if (!l->active) return NVML_ERROR_NOT_SUPPORTED;
+    fill_pci(pci, l->domain, l->bus, l->dev, l->pci_device_id, l->pci_subsystem_id);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNvLinkRemoteDeviceType(nvmlDevice_t device, unsigned int link,
+                                                        nvmlIntNvLinkDeviceType_t *type) {
+    DEVICE(d, device, "nvmlDeviceGetNvLinkRemoteDeviceType");
+    if (!type) return NVML_ERROR_INVALID_ARGUMENT;
+    LINK(l, d, link);
+    if (!l->active) return NVML_ERROR_NOT_SUPPORTED;
+    *type = (nvmlIntNvLinkDeviceType_t)l->remote_type;
+    return NVML_SUCCESS;
+}
+
+/* Both handles valid and their error rules consulted; MIG devices have no place in the PCIe
+ * topology of their own. */
+#define TWO_GPUS(a, h1, b, h2, call)                                       \
+    DEVICE(a, h1, call);                                                   \
+    fake_device *b = as_device(h2);                                        \
+    if (!b) return NVML_ERROR_INVALID_ARGUMENT;                            \
+    INJECT(call, b->gpu, b->kind == KIND_MIG ? b->mig_index : -1);         \
+    if (a->kind == KIND_MIG || b->kind == KIND_MIG) return NVML_ERROR_NOT_SUPPORTED
+
+static const fake_pair *pair_of(const fake_device *a, const fake_device *b) {
+    if (!T.pairs || a->gpu >= T.n_paired || b->gpu >= T.n_paired) return NULL;
+    const fake_pair *p = &T.pairs[a->gpu * T.n_paired + b->gpu];
+    return p->known ? p : NULL;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetTopologyCommonAncestor(nvmlDevice_t device1,
+                                                        nvmlDevice_t device2,
+                                                        nvmlGpuTopologyLevel_t *level) {
+    TWO_GPUS(a, device1, b, device2, "nvmlDeviceGetTopologyCommonAncestor");
+    if (!level) return NVML_ERROR_INVALID_ARGUMENT;
+    if (a == b) {
+        *level = NVML_TOPOLOGY_INTERNAL;
+        return NVML_SUCCESS;
+    }
+    const fake_pair *p = pair_of(a, b);
+    if (!p) return NVML_ERROR_NOT_SUPPORTED;
+    *level = (nvmlGpuTopologyLevel_t)p->ancestor;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetP2PStatus(nvmlDevice_t device1, nvmlDevice_t device2,
+                                           nvmlGpuP2PCapsIndex_t index,
+                                           nvmlGpuP2PStatus_t *status) {
+    TWO_GPUS(a, device1, b, device2, "nvmlDeviceGetP2PStatus");
+    if (!status || a == b || (unsigned int)index >= P2P_CAPS) return NVML_ERROR_INVALID_ARGUMENT;
+    const fake_pair *p = pair_of(a, b);
+    if (!p) return NVML_ERROR_NOT_SUPPORTED;
+    *status = (nvmlGpuP2PStatus_t)p->p2p[index];
+    return NVML_SUCCESS;
+}
+
+/* Only GPUs that are NUMA nodes themselves (coherent CPU-GPU platforms) have one; a PCIe or SXM
+ * GPU on x86 does not: its CPU-side NUMA node is sysfs numa_node of its PCI device. */
+EXPORT nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t device, unsigned int *node) {
+    DEVICE(d, device, "nvmlDeviceGetNumaNodeId");
+    (void)d;
+    if (!node) return NVML_ERROR_INVALID_ARGUMENT;
+    return NVML_ERROR_NOT_SUPPORTED;
 }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpu_cdi_fakehost import interconnect
+from gpu_cdi_fakehost.catalog import NVLINK_VERSIONS
 from gpu_cdi_fakehost.topology import Topology
 
 FORMAT_VERSION = 1
@@ -60,6 +62,8 @@ def render(topology: Topology) -> str:
                 mig_current=int(g.mig_mode),
                 mig_pending=int(g.mig_pending),
                 max_mig=g.max_mig_devices,
+                nvlinks=g.nvlinks,
+                nvlink_version=NVLINK_VERSIONS.get(g.architecture, 0),
             )
         )
         for p in g.mig_profiles:
@@ -100,6 +104,38 @@ def render(topology: Topology) -> str:
                     mem_total=m.memory_total,
                     mem_reserved=0,
                     mem_used=0,
+                )
+            )
+    for g, links in zip(topology.gpus, interconnect.nvlinks(topology), strict=True):
+        for link in links:
+            lines.append(
+                _line(
+                    "nvlink",
+                    gpu=g.index,
+                    link=link.index,
+                    remote_type=link.remote_type,
+                    domain=link.remote_pci.domain,
+                    bus=link.remote_pci.bus,
+                    device=link.remote_pci.device,
+                    pci_device_id=f"0x{link.remote_pci_device_id:08X}",
+                    pci_subsystem_id=f"0x{link.remote_pci_subsystem_id:08X}",
+                )
+            )
+    # after every gpu record: the library sizes its GPU x GPU table at the first one
+    for a in topology.gpus:
+        for b in topology.gpus[a.index + 1 :]:
+            read, write, nvlink, atomics, pci = interconnect.p2p_status(topology, a.index, b.index)
+            lines.append(
+                _line(
+                    "pair",
+                    gpu=a.index,
+                    peer=b.index,
+                    ancestor=interconnect.common_ancestor(a, b),
+                    read=read,
+                    write=write,
+                    nvlink=nvlink,
+                    atomics=atomics,
+                    pci=pci,
                 )
             )
     for e in topology.errors:
