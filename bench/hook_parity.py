@@ -1,6 +1,7 @@
 """Do our hooks leave a container's filesystem as NVIDIA's nvidia-cdi-hook leaves it?
 
-    sudo .venv/bin/python bench/hook_parity.py [--topology T] [--image I] [--device D] [-v]
+    sudo .venv/bin/python bench/hook_parity.py [--topology T] [--image I] [--device D]
+                                               [--enable-hook chmod] [-v]
 
 For each fake host, device selection and container image: one container rootfs (image + the
 mounts and device nodes of our spec for those devices) is copied twice; the hooks of our spec
@@ -82,6 +83,9 @@ def main() -> int:
     parser.add_argument("--topology", action="append", choices=sorted(CASES))
     parser.add_argument("--image", action="append", choices=sorted(hookbed.IMAGES))
     parser.add_argument("--device", action="append", help="CDI device name (repeatable)")
+    parser.add_argument(
+        "--enable-hook", action="append", default=[], help="passed to both generators, e.g. chmod"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     args = parser.parse_args()
@@ -95,7 +99,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for topology in args.topology or list(CASES):
             host = hookbed.build_host(topology, Path(tmp))
-            our_spec, their_spec = hookbed.our_spec(host), hookbed.nvidia_spec(host)
+            flags = [f"--enable-hook={name}" for name in args.enable_hook]
+            our_spec = hookbed.our_spec(host, flags=flags)
+            their_spec = hookbed.nvidia_spec(host, flags=flags)
             selections = [args.device] if args.device else CASES[topology]
             with hookbed.driver_of(host):
                 for names in selections:

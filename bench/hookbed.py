@@ -110,10 +110,12 @@ def build_host(topology: str, where: Path) -> Any:
     return build(topology, where / topology)
 
 
-def our_spec(host: Any, python: str = sys.executable, main: Path = HOOK_MAIN) -> dict[str, Any]:
-    """`gpu-cdi generate` for `host`, hooks in the fast form (`python -I -S .../__main__.py`,
-    stdlib only: any python3 of the node runs it)."""
-    out = run([sys.executable, "-m", "cdi", *host.generate_argv[1:]], host.env)
+def our_spec(
+    host: Any, python: str = sys.executable, main: Path = HOOK_MAIN, flags: Iterable[str] = ()
+) -> dict[str, Any]:
+    """`gpu-cdi generate [flags]` for `host`, hooks in the fast form (`python -I -S
+    .../__main__.py`, stdlib only: any python3 of the node runs it)."""
+    out = run([sys.executable, "-m", "cdi", *host.generate_argv[1:], *flags], host.env)
     spec: dict[str, Any] = yaml.safe_load(out)
     prefix = [python, "-I", "-S", str(main)]
     for edits in _all_edits(spec):
@@ -123,8 +125,8 @@ def our_spec(host: Any, python: str = sys.executable, main: Path = HOOK_MAIN) ->
     return spec
 
 
-def nvidia_spec(host: Any, anchors: Path = ANCHORS) -> dict[str, Any]:
-    """`nvidia-ctk cdi generate` for `host`, hooks pointing at the anchors' nvidia-cdi-hook.
+def nvidia_spec(host: Any, anchors: Path = ANCHORS, flags: Iterable[str] = ()) -> dict[str, Any]:
+    """`nvidia-ctk cdi generate [flags]` for `host`, hooks run by the anchors' nvidia-cdi-hook.
 
     nvidia-ctk writes the DRM by-path links with the dev root left in the link path
     (`::<devroot>/dev/dri/by-path/...`, a bug with a dev root other than /): stripped here so
@@ -136,7 +138,7 @@ def nvidia_spec(host: Any, anchors: Path = ANCHORS) -> dict[str, Any]:
     argv = [str(anchors / "nsrun.sh"), str(host.root), str(ctk), "cdi", "generate"]
     argv += ["--driver-root", str(host.driver_root), "--dev-root", str(host.dev_root)]
     # The fake host's libnvidia-sandboxutils is an empty stand-in (no nvSandboxUtilsInit).
-    argv += ["--feature-flag", "disable-nvsandboxutils", "--output", str(out)]
+    argv += ["--feature-flag", "disable-nvsandboxutils", "--output", str(out), *flags]
     proc = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **host.env})
     shim = anchors / "libnvml-mig-shim.so"
     if proc.returncode != 0 and shim.exists():
@@ -343,7 +345,8 @@ class Bed:
 
     def _mknod(self, node: dict[str, Any]) -> None:
         dest = self.template / node["path"].lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        # 0700: what `chmod --mode 755 --path /dev/dri` (--enable-hook chmod) changes shows.
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         dev = os.makedev(node.get("major", 0), node.get("minor", 0))
         os.mknod(dest, stat.S_IFCHR | node.get("fileMode", 0o666), dev)
         os.chown(dest, 0, node.get("gid", 0))

@@ -118,15 +118,13 @@ class LdconfigRun:
         """Exit code of ldconfig, or None after killing it at the deadline."""
         import time
 
-        pid, self.pid = self.pid, 0
         signal = self.signal
         while signal.sigtimedwait({signal.SIGCHLD}, max(0.0, self.deadline - time.monotonic())):
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status = os.waitpid(self.pid, os.WNOHANG)
             if done:  # else the signal was another child's (a caller's, in tests)
+                self.pid = 0
                 return os.waitstatus_to_exitcode(status)
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        return None
+        return None  # abort() kills it
 
     def finish(self) -> int:
         """Wait for ldconfig; make its links and install the cache. Returns the links made."""
