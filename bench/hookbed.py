@@ -194,11 +194,6 @@ def inject(spec: dict[str, Any], names: Iterable[str]) -> Injected:
 # -------------------------------------------------------------------------- container images
 
 
-def _lib(path: Path, soname: str, compiler: Callable[[Path, str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compiler(path, soname)
-
-
 def gcc_lib(work: Path) -> Callable[[Path, str], None]:
     """A function writing a tiny real ELF shared object with a given SONAME (cached)."""
     src = work / "empty.c"
@@ -206,6 +201,7 @@ def gcc_lib(work: Path) -> Callable[[Path, str], None]:
     cache: dict[str, bytes] = {}
 
     def make(path: Path, soname: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         if soname not in cache:
             out = work / f"{soname}.so"
             run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(out), str(src)])
@@ -230,13 +226,13 @@ def debian_image(rootfs: Path, lib: Callable[[Path, str], None]) -> None:
     (etc / "ld.so.conf.d/x86_64-linux-gnu.conf").write_text(
         "/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n"
     )
-    _lib(rootfs / LIBDIR / "libz.so.1.2.13", "libz.so.1", lib)
+    lib(rootfs / LIBDIR / "libz.so.1.2.13", "libz.so.1")
     (rootfs / LIBDIR / "libz.so.1").symlink_to("libz.so.1.2.13")
     (rootfs / "lib").symlink_to("usr/lib")
     (rootfs / "var/cache/ldconfig").mkdir(parents=True, mode=0o700)
     _ldcache(rootfs)
     # An image library whose SONAME link is missing: ldconfig (run as root) makes it.
-    _lib(rootfs / LIBDIR / "libimage.so.3.0.0", "libimage.so.3", lib)
+    lib(rootfs / LIBDIR / "libimage.so.3.0.0", "libimage.so.3")
 
 
 def busybox_image(rootfs: Path, lib: Callable[[Path, str], None]) -> None:
@@ -251,7 +247,7 @@ def ubi_image(rootfs: Path, lib: Callable[[Path, str], None]) -> None:
     (etc / "ld.so.conf.d").mkdir(parents=True)
     (etc / "redhat-release").write_text("Red Hat Enterprise Linux release 9.5\n")
     (etc / "ld.so.conf").write_text("include ld.so.conf.d/*.conf\n")
-    _lib(rootfs / "usr/lib64/libz.so.1.2.11", "libz.so.1", lib)
+    lib(rootfs / "usr/lib64/libz.so.1.2.11", "libz.so.1")
     (rootfs / "usr/lib64/libz.so.1").symlink_to("libz.so.1.2.11")
     (rootfs / "lib64").symlink_to("usr/lib64")
     _ldcache(rootfs)
@@ -269,7 +265,7 @@ def compat_image(rootfs: Path, lib: Callable[[Path, str], None]) -> None:
     """A CUDA image shipping forward-compat libcuda newer than any driver here."""
     debian_image(rootfs, lib)
     compat = rootfs / "usr/local/cuda-12.8/compat"
-    _lib(compat / "libcuda.so.999.10.01", "libcuda.so.1", lib)
+    lib(compat / "libcuda.so.999.10.01", "libcuda.so.1")
     (compat / "libcuda.so.1").symlink_to("libcuda.so.999.10.01")
     (rootfs / "usr/local/cuda").symlink_to("cuda-12.8")
 
@@ -441,11 +437,3 @@ def diff(ours: dict[str, tuple[Any, ...]], theirs: dict[str, tuple[Any, ...]]) -
         if a != b:
             lines.append(f"{path}: ours {a or 'missing'} | nvidia {b or 'missing'}")
     return lines
-
-
-def read_text(rootfs: Path, rel: str) -> str:
-    """Content of a small text file of the tree, for messages."""
-    try:
-        return (rootfs / rel).read_text(errors="replace")
-    except OSError as err:
-        return f"<{err.strerror}>"
