@@ -6,9 +6,9 @@ What each leaves in the container is what nvidia-cdi-hook 1.20's action of the s
 
 from __future__ import annotations
 
-import os
-import stat
+from _stat import S_ISDIR
 
+from cdi.hook import sysos as os  # os without its start-up cost (see sysos)
 from cdi.hook.errors import HookError
 from cdi.hook.rootfs import Rootfs
 
@@ -44,7 +44,7 @@ def _system_dirs(root: Rootfs) -> list[str]:
     """
     arch = os.uname().machine
     debian = root.lookup("/etc/debian_version")
-    if debian is not None and not stat.S_ISDIR(debian.st_mode):
+    if debian is not None and not S_ISDIR(debian.st_mode):
         multiarch = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}.get(arch)
         triple = [f"/lib/{multiarch}", f"/usr/lib/{multiarch}"] if multiarch else []
         return [*triple, "/lib", "/usr/lib"]
@@ -111,7 +111,7 @@ def update_ldcache(root: Rootfs, folders: list[str], ldconfig_path: str) -> Ldco
 def _musl_path(root: Rootfs, dirs: list[str]) -> None:
     """musl's loader reads no ld.so.cache: it searches the directories of its .path file."""
     release = root.lookup("/etc/alpine-release")
-    if release is None or stat.S_ISDIR(release.st_mode):
+    if release is None or S_ISDIR(release.st_mode):
         return
     arch = {"x86_64": "x86_64", "aarch64": "aarch64"}.get(os.uname().machine)
     if arch is None:

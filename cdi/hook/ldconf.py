@@ -12,9 +12,9 @@ Globs in `include` lines are expanded here, inside the rootfs, with a small matc
 
 from __future__ import annotations
 
-import os
-import stat
+from _stat import S_ISDIR, S_ISREG
 
+from cdi.hook import sysos as os  # os without its start-up cost (see sysos)
 from cdi.hook.errors import HookError
 from cdi.hook.rootfs import Rootfs, file_kind
 
@@ -189,9 +189,9 @@ class LdConf:
             st = os.fstat(fd)
         finally:
             os.close(fd)
-        if stat.S_ISDIR(st.st_mode):
+        if S_ISDIR(st.st_mode):
             return None  # ldconfig reads nothing from a directory
-        if not stat.S_ISREG(st.st_mode):
+        if not S_ISREG(st.st_mode):
             where = f" (included from {origin})" if origin else ""
             raise self.root.error(
                 path,

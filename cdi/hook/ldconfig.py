@@ -27,9 +27,9 @@ Why this is safe with an untrusted image:
 
 from __future__ import annotations
 
-import os
-import stat
+from _stat import S_ISREG
 
+from cdi.hook import sysos as os  # os without its start-up cost (see sysos)
 from cdi.hook.errors import HookError
 from cdi.hook.rootfs import Rootfs
 
@@ -91,7 +91,7 @@ class LdconfigRun:
         except OSError as err:
             raise HookError(f"ldconfig {self.path} (on the host): {err.strerror}") from None
         self.fds.append(ldconfig_fd)
-        if not stat.S_ISREG(os.fstat(ldconfig_fd).st_mode):
+        if not S_ISREG(os.fstat(ldconfig_fd).st_mode):
             raise HookError(f"ldconfig {self.path} (on the host): not a regular file")
         scratch = self.scratch
         try:

@@ -11,9 +11,9 @@ to call one variadic C function.
 
 from __future__ import annotations
 
-import os
 import sys
 
+from cdi.hook import sysos as os  # os without its start-up cost (see sysos)
 from cdi.hook.errors import HookError
 
 TYPE_CHECKING = False  # typing would cost ~8 ms of start-up

@@ -16,9 +16,20 @@ the rootfs when opened and stay the same objects.
 from __future__ import annotations
 
 import errno
-import os
-import stat
+from _stat import (
+    S_IFBLK,
+    S_IFCHR,
+    S_IFDIR,
+    S_IFIFO,
+    S_IFLNK,
+    S_IFMT,
+    S_IFSOCK,
+    S_ISDIR,
+    S_ISLNK,
+    S_ISREG,
+)
 
+from cdi.hook import sysos as os  # os without its start-up cost (see sysos)
 from cdi.hook.errors import HookError
 
 TYPE_CHECKING = False  # typing would cost ~8 ms of start-up
@@ -53,18 +64,18 @@ def _reason(err: OSError) -> str:
 
 
 _KINDS = {
-    stat.S_IFDIR: "a directory",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFLNK: "a symbolic link",
+    S_IFDIR: "a directory",
+    S_IFIFO: "a FIFO",
+    S_IFCHR: "a character device",
+    S_IFBLK: "a block device",
+    S_IFSOCK: "a socket",
+    S_IFLNK: "a symbolic link",
 }
 
 
 def file_kind(mode: int) -> str:
     """'a FIFO', 'a directory', ... for a stat mode: what a non-regular file is."""
-    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return _KINDS.get(S_IFMT(mode), "not a regular file")
 
 
 class Rootfs:
@@ -155,7 +166,7 @@ class Rootfs:
                     raise self.error(path, f"{where}: {_reason(err)}") from None
                 mode = os.fstat(fd).st_mode
                 target = ""
-                if stat.S_ISLNK(mode) and (follow_last or not last):
+                if S_ISLNK(mode) and (follow_last or not last):
                     try:
                         target = os.readlink("", dir_fd=fd)
                     except OSError as err:
@@ -164,7 +175,7 @@ class Rootfs:
                         os.close(fd)
                         why = f"{where} is a link that cannot be followed: {_reason(err)}"
                         raise self.error(path, why) from None
-                if stat.S_ISLNK(mode) and (follow_last or not last):
+                if S_ISLNK(mode) and (follow_last or not last):
                     os.close(fd)
                     links += 1
                     if links > MAX_LINKS:
@@ -175,7 +186,7 @@ class Rootfs:
                         names.clear()
                     todo.extend(reversed(target.split("/")))
                     continue
-                if not last and not stat.S_ISDIR(mode):
+                if not last and not S_ISDIR(mode):
                     os.close(fd)
                     raise self.error(path, f"{where} is not a directory")
                 stack.append(fd)
@@ -209,7 +220,7 @@ class Rootfs:
         if cached is not None:
             return os.dup(cached), parts[-1]
         fd = self._walk(path, parts[:-1], follow_last=True, create=create, dir_mode=dir_mode)
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        if not S_ISDIR(os.fstat(fd).st_mode):
             os.close(fd)
             raise self.error(path, f"/{key} is not a directory")
         self._dirs[key] = os.dup(fd)
@@ -237,7 +248,7 @@ class Rootfs:
         try:
             mode = os.fstat(fd).st_mode
             # A FIFO or device planted by the image would block or have side effects on open.
-            if not stat.S_ISREG(mode):
+            if not S_ISREG(mode):
                 raise self.error(path, f"is {file_kind(mode)}, not a regular file")
             # Reopening the O_PATH fd through /proc reaches exactly the inode checked above.
             with open(f"/proc/self/fd/{fd}", "rb") as stream:
@@ -294,7 +305,7 @@ class Rootfs:
             except OSError as err:
                 if err.errno != errno.EINVAL:  # EINVAL: exists but is not a link
                     raise self.error(path, _reason(err)) from None
-                if stat.S_ISDIR(self._lstat(name, dfd, path).st_mode):
+                if S_ISDIR(self._lstat(name, dfd, path).st_mode):
                     raise self.error(path, "exists and is a directory") from None
             if step_hook is not None:
                 step_hook(name)
@@ -331,7 +342,7 @@ class Rootfs:
             return 0
         made = 0
         try:
-            if not stat.S_ISDIR(os.fstat(dfd).st_mode):
+            if not S_ISDIR(os.fstat(dfd).st_mode):
                 return 0
             for soname, name in pairs:
                 path = f"{directory}/{soname}"
@@ -393,7 +404,7 @@ class Rootfs:
         except NotFound:
             return None
         try:
-            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            if not S_ISDIR(os.fstat(fd).st_mode):
                 raise self.error(path, "is not a directory")
             dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
         except OSError as err:

@@ -7,9 +7,9 @@ application profile) is derived: one hook call serves a container whatever its d
 
 from __future__ import annotations
 
-import os
-import stat
+from _stat import S_ISREG
 
+from cdi.hook import sysos as os  # os without its start-up cost (see sysos)
 from cdi.hook.errors import HookError
 from cdi.hook.rootfs import file_kind
 
@@ -114,7 +114,7 @@ def read_regular(path: str, what: str) -> bytes:
         raise HookError(f"{what} {path}: cannot read: {err.strerror}") from None
     try:
         mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        if not S_ISREG(mode):
             raise HookError(f"{what} {path}: is {file_kind(mode)}, not a regular file")
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
         try:
