@@ -131,6 +131,9 @@ def test_container_runs_hooks_and_finds_libraries(
     fake_host: Any, cri: Any, install_spec: Any, ldconfig_image: str, form: str
 ) -> None:
     spec = generate(fake_host)
+    # One hook process per container start: one hook in the spec, none in any device.
+    assert len(spec["containerEdits"]["hooks"]) == 1
+    assert not [d["name"] for d in spec["devices"] if "hooks" in d["containerEdits"]]
     install_spec(fast_form(spec) if form == "fast" else spec)
     version = fake_host.driver_version
     pod = cri.run_pod(f"hook-{form}")
