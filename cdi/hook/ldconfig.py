@@ -86,8 +86,18 @@ class LdconfigRun:
 
     def _start(self) -> None:
         root, signal = self.root, self.signal
+        ldconfig_fd = -1
+        if not self.path.endswith(".real"):
+            # Ubuntu's /sbin/ldconfig is a shell script around ldconfig.real: exec'd in the
+            # chroot it would run the image's /bin/sh. nvidia-cdi-hook takes .real too.
+            try:
+                ldconfig_fd = os.open(self.path + ".real", os.O_RDONLY | os.O_CLOEXEC)
+                self.path += ".real"
+            except OSError:
+                pass
         try:
-            ldconfig_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            if ldconfig_fd < 0:
+                ldconfig_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as err:
             raise HookError(f"ldconfig {self.path} (on the host): {err.strerror}") from None
         self.fds.append(ldconfig_fd)

@@ -407,3 +407,21 @@ def test_host_untouched_by_hostile_etc(tmp_path: Path, elf_libs: dict[str, Path]
     inside = bundle.rootfs / str(host / "etc").lstrip("/")
     assert (inside / LDCACHE_CONF.removeprefix("/etc/")).read_text() == f"{LIBDIR}\n"
     assert f"=> {LIBDIR}/libcuda.so.1" in ldconfig_p(bundle.rootfs, inside / "ld.so.cache")
+
+
+def test_ldconfig_real_is_preferred(tmp_path: Path) -> None:
+    """Ubuntu's /sbin/ldconfig is a script around /sbin/ldconfig.real: .real is run, as
+    nvidia-cdi-hook does (the script would run the image's /bin/sh in the chroot)."""
+    need_root()
+    bundle = make_bundle(tmp_path)
+    script = tmp_path / "ldconfig"
+    script.write_text("#!/bin/sh\nexit 7\n")
+    script.chmod(0o755)
+    real = tmp_path / "ldconfig.real"
+    real.write_bytes(Path("/sbin/ldconfig").read_bytes())
+    real.chmod(0o755)
+    proc = run_hook(bundle, "update-ldcache", "--folder", LIBDIR, "--ldconfig-path", str(script))
+    assert proc.returncode == 0, proc.stderr
+    real.unlink()
+    proc = run_hook(bundle, "update-ldcache", "--folder", LIBDIR, "--ldconfig-path", str(script))
+    assert_one_line_error(proc, "update-ldcache:", f"ldconfig {script} exited with")
