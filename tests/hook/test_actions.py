@@ -425,3 +425,19 @@ def test_ldconfig_real_is_preferred(tmp_path: Path) -> None:
     real.unlink()
     proc = run_hook(bundle, "update-ldcache", "--folder", LIBDIR, "--ldconfig-path", str(script))
     assert_one_line_error(proc, "update-ldcache:", f"ldconfig {script} exited with")
+
+
+def test_failure_while_ldconfig_runs_leaves_nothing_behind(tmp_path: Path) -> None:
+    """ldconfig runs while the later actions do; one of them failing stops it, and neither
+    its scratch directory nor a cache is left in the container."""
+    need_root()
+    bundle = make_bundle(tmp_path)
+    (bundle.rootfs / "dev").write_text("a file where the image should have a directory")
+    proc = run_hook(
+        bundle,
+        "update-ldcache", "--folder", LIBDIR,
+        "chmod", "--mode", "755", "--path", "/dev/dri",
+    )  # fmt: skip
+    assert_one_line_error(proc, "chmod: /dev/dri", "/dev is not a directory")
+    assert not any(p.name.startswith(".gpu-cdi") for p in bundle.rootfs.iterdir())
+    assert not (bundle.rootfs / "etc/ld.so.cache").exists()
