@@ -168,9 +168,7 @@ def test_generate_in_the_daemonset_writes_the_spec_the_node_writes(
 
 
 @pytest.fixture
-def nri_node(
-    podman: Podman, tmp_path: Path, containerd: Any
-) -> Iterator[tuple[Any, Path, Podman]]:
+def nri_node(podman: Podman, tmp_path: Path, containerd: Any) -> Iterator[tuple[Any, Path, Podman]]:
     """This machine as the node, a fake GPU driver on it, its spec written by the DaemonSet's
     generate command in a container (this machine's / at /host)."""
     from gpu_cdi_fakehost.builder import build_host

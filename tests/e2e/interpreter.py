@@ -52,9 +52,7 @@ def image_layer() -> bytes:
         f"{BIN_DIR}/{name}": (f'#!/bin/sh\nexec {_python()} -m {module} "$@"\n', 0o755)
         for name, module in PROGRAMS.items()
     }
-    links = {
-        name: os.readlink(f"/{name}") for name in _USR_LINKS if os.path.islink(f"/{name}")
-    }
+    links = {name: os.readlink(f"/{name}") for name in _USR_LINKS if os.path.islink(f"/{name}")}
     return build_layer(extra_files=launchers, symlinks=links, dirs=("host",))
 
 

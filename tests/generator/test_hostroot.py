@@ -23,9 +23,15 @@ DRIVER_CONTAINER = ["--driver-root", "/run/nvidia/driver", "--dev-root", "/"]
 LIB = "/usr/lib/x86_64-linux-gnu/libcuda.so.550.163.01"
 
 
-def _mounted_args(host: Any) -> list[str]:
+def _here_and_mounted(command: str, host: Any) -> tuple[Any, Any]:
+    """`command`'s output for the fake host as this machine's driver, and read as a node whose
+    / is mounted at the host's root; both parsed."""
     extra = DRIVER_CONTAINER if host.layout == "driver-container" else []
-    return ["--host-root", str(host.root), *extra]
+    here = gpu_cdi([command, *host_args(host)], host)
+    mounted = gpu_cdi([command, "--host-root", str(host.root), *extra], host)
+    assert here.returncode == 0 and mounted.returncode == 0, here.stderr + mounted.stderr
+    assert str(host.root) not in mounted.stdout
+    return yaml.safe_load(here.stdout), yaml.safe_load(mounted.stdout)
 
 
 def _error_line(command: str, stderr: str) -> str:
@@ -37,15 +43,10 @@ def _error_line(command: str, stderr: str) -> str:
 
 @pytest.mark.parametrize("layout", ["host", "driver-container"])
 def test_mounted_node_gives_the_spec_of_the_node_itself(hosts: Hosts, layout: str) -> None:
-    host = hosts.get("dgx-a100-mig", layout)
-    here = gpu_cdi(["generate", *host_args(host)], host)
-    mounted = gpu_cdi(["generate", *_mounted_args(host)], host)
-    assert here.returncode == 0 and mounted.returncode == 0, here.stderr + mounted.stderr
-    assert str(host.root) not in mounted.stdout
+    here, spec = _here_and_mounted("generate", hosts.get("dgx-a100-mig", layout))
     # The fake host's own run writes this machine's paths (<root>/usr/lib/...); with the root
     # stripped, it is what the node writes about itself.
-    assert yaml.safe_load(mounted.stdout) == unroot(yaml.safe_load(here.stdout), str(host.root))
-    spec = yaml.safe_load(mounted.stdout)
+    assert spec == unroot(here, str(hosts.get("dgx-a100-mig", layout).root))
     mounts = {m["containerPath"]: m["hostPath"] for m in spec["containerEdits"]["mounts"]}
     prefix = "/run/nvidia/driver" if layout == "driver-container" else ""
     assert mounts[LIB] == prefix + LIB
@@ -62,14 +63,10 @@ def test_mounted_node_equals_nvidia_ctk_run_on_the_node(hosts: Hosts) -> None:
 
 @pytest.mark.parametrize("layout", ["host", "driver-container"])
 def test_inventory_of_a_mounted_node(hosts: Hosts, layout: str) -> None:
-    host = hosts.get("dgx-a100-mig", layout)
-    here = gpu_cdi(["inventory", *host_args(host)], host)
-    mounted = gpu_cdi(["inventory", *_mounted_args(host)], host)
-    assert here.returncode == 0 and mounted.returncode == 0, here.stderr + mounted.stderr
-    expected = yaml.safe_load(here.stdout)
+    expected, mounted = _here_and_mounted("inventory", hosts.get("dgx-a100-mig", layout))
     expected["driverRoot"] = "/run/nvidia/driver" if layout == "driver-container" else "/"
     expected["devRoot"] = "/"
-    assert yaml.safe_load(mounted.stdout) == expected
+    assert mounted == expected
 
 
 def test_absolute_links_in_the_node_mean_the_nodes_paths(tmp_path: Path) -> None:
