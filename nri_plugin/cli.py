@@ -163,9 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     if not os.path.isdir(config.host_root):
+        state = "not a directory" if os.path.exists(config.host_root) else "no such directory"
         print(
-            f"{PROG}: error: host root {config.host_root}: no such directory (where the host's "
-            "/ should be mounted in this container, e.g. a hostPath volume of / at /host)",
+            f"{PROG}: error: host root {config.host_root}: {state} (where the host's / should "
+            "be mounted in this container, e.g. a hostPath volume of / at /host)",
             file=sys.stderr,
         )
         return 2

@@ -12,9 +12,9 @@ _MAX_LINKS = 40
 
 def host(root: str, path: str) -> str:
     """`path` (absolute, inside `root`) prefixed with `root`; no symlink is looked at."""
-    if root == "/" or path == "/":
-        return root if path == "/" else path
-    return root.rstrip("/") + path
+    if path == "/":
+        return root
+    return path if root == "/" else root.rstrip("/") + path
 
 
 def resolve(root: str, path: str) -> str | None:
