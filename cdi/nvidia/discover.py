@@ -38,6 +38,27 @@ def _no_driver(roots: Roots, where: str, dirs: Sequence[str]) -> DiscoveryError:
     )
 
 
+def _locate(roots: Roots) -> Local:
+    try:
+        return roots.locate()
+    except RootError as error:
+        raise DiscoveryError(str(error)) from None
+
+
+def _nvml_library(roots: Roots, root: str, dirs: Sequence[str]) -> str:
+    library = driver.find_library(root, dirs, NVML_LIBRARY)
+    if library is None:
+        raise _no_driver(roots, root, dirs)
+    return library
+
+
+def nvml_library(roots: Roots) -> str:
+    """Where the node's libnvidia-ml.so.1 is in this filesystem, to load it (what `discover`
+    hands pynvml); DiscoveryError when there is none or a root is missing."""
+    root = _locate(roots).driver
+    return _nvml_library(roots, root, driver.library_dirs(root, roots.library_search_paths))
+
+
 def _with_drm(gpu: Gpu, local: Local) -> Gpu:
     if gpu.error or not gpu.pci:
         return gpu
@@ -53,18 +74,13 @@ def discover(roots: Roots | None = None, mode: str = "nvml") -> Inventory:
     from cdi.nvidia.nvml import Nvml, NvmlError
 
     roots = roots or Roots()
-    try:
-        local = roots.locate()
-    except RootError as error:
-        raise DiscoveryError(str(error)) from None
+    local = _locate(roots)
     root = local.driver
     dirs = driver.library_dirs(root, roots.library_search_paths)
-    library = driver.find_library(root, dirs, NVML_LIBRARY)
     gpus: list[Gpu] = []
     version = None
     if mode == "nvml":
-        if library is None:
-            raise _no_driver(roots, root, dirs)
+        library = _nvml_library(roots, root, dirs)
         try:
             # The node's own libnvidia-ml, opened where it is in this filesystem.
             with Nvml(library) as nvml:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from cdi.nvidia import rootpath
+from cdi.nvidia.discover import DiscoveryError, nvml_library
 from cdi.nvidia.roots import RootError, Roots
 from tests.generator.hosts import Hosts, gpu_cdi, host_args, unroot
 from tests.generator.test_parity import CASES, _compare
@@ -50,6 +51,14 @@ def test_mounted_node_gives_the_spec_of_the_node_itself(hosts: Hosts, layout: st
     mounts = {m["containerPath"]: m["hostPath"] for m in spec["containerEdits"]["mounts"]}
     prefix = "/run/nvidia/driver" if layout == "driver-container" else ""
     assert mounts[LIB] == prefix + LIB
+
+
+def test_nvml_is_the_mounted_nodes(hosts: Hosts) -> None:
+    host = hosts.get("dgx-a100", "driver-container")
+    roots = Roots("/run/nvidia/driver", "/", host_root=str(host.root))
+    assert nvml_library(roots) == str(host.nvml_library)  # the real file under the mount
+    with pytest.raises(DiscoveryError, match=r"^libnvidia-ml\.so\.1 was not found under the "):
+        nvml_library(Roots(host_root=str(host.root)))
 
 
 def test_mounted_node_equals_nvidia_ctk_run_on_the_node(hosts: Hosts) -> None:
