@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import pytest
 
-from cdi.codec import edits_to_data
+from cdi.dump import to_data
 from cdi.errors import CdiError, InjectionError
 from cdi.inject import inject_devices, merge_edits, resolve_all
 from cdi.names import parse_annotations
@@ -227,7 +227,7 @@ def test_same_merged_edits(reference: judge.Reference, c: Case) -> None:
             merge_edits(resolve_all(requested(c.devices, c.annotations), Registry(dirs)))
         return
     names = requested(c.devices, c.annotations)
-    ours = edits_to_data(merge_edits(resolve_all(names, Registry(dirs))))
+    ours = to_data(merge_edits(resolve_all(names, Registry(dirs))))
     assert canonical(ours) == canonical(theirs)
 
 
