@@ -20,6 +20,7 @@ from cdi.errors import CdiError, InvalidNameError, SpecError
 from cdi.inject import inject_devices
 from cdi.names import parse_qualified_name
 from cdi.registry import Registry
+from cdi.spec import HOOK_STAGES
 from cdi.version import minimum_version
 from tests.conformance import judge
 from tests.conformance.corpus_data import CORPUS, canonical, doc_sections, scenario_dirs
@@ -62,19 +63,9 @@ def random_node(rng: random.Random) -> dict[str, Any]:
     return node
 
 
-HOOK_NAMES = (
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-)
-
-
 def random_hook(rng: random.Random) -> dict[str, Any]:
     hook: dict[str, Any] = {
-        "hookName": mostly(rng, HOOK_NAMES, ("preStart", "", "CreateContainer"), 0.1),
+        "hookName": mostly(rng, HOOK_STAGES, ("preStart", "", "CreateContainer"), 0.1),
         "path": mostly(rng, ("/usr/bin/hook",), ("",), 0.05),
     }
     if maybe(rng):
