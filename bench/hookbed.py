@@ -78,7 +78,7 @@ def driver_of(host: Any) -> Iterator[None]:
     hooks read the driver's params there (nvidia-cdi-hook from the host's /proc, ours from the
     rootfs's)."""
     target = Path("/proc/driver")
-    bind(host.host_root / "proc/driver", target)
+    bind(host.proc_sys_root / "proc/driver", target)
     try:
         yield
     finally:
@@ -309,7 +309,7 @@ class Bed:
         IMAGES[image](self._mkroot(), gcc_lib(libdir))
         for mount in injected.mounts.values():
             self._place(Path(mount["hostPath"]), mount["containerPath"])
-        params = host.host_root / "proc/driver/nvidia/params"
+        params = host.proc_sys_root / "proc/driver/nvidia/params"
         if params.exists():  # stands in for the container's procfs view of the driver
             self._place(params, "/proc/driver/nvidia/params")
         for node in injected.nodes.values():
