@@ -165,18 +165,16 @@ class Rootfs:
                 except OSError as err:
                     raise self.error(path, f"{where}: {_reason(err)}") from None
                 mode = os.fstat(fd).st_mode
-                target = ""
                 if S_ISLNK(mode) and (follow_last or not last):
                     try:
                         target = os.readlink("", dir_fd=fd)
                     except OSError as err:
                         # /proc/<pid>/root and its kind refuse readlink to a process that may
                         # not trace <pid>: say which link, never a bare "Permission denied".
-                        os.close(fd)
                         why = f"{where} is a link that cannot be followed: {_reason(err)}"
                         raise self.error(path, why) from None
-                if S_ISLNK(mode) and (follow_last or not last):
-                    os.close(fd)
+                    finally:
+                        os.close(fd)
                     links += 1
                     if links > MAX_LINKS:
                         raise self.error(path, f"more than {MAX_LINKS} symlinks to follow")
