@@ -327,7 +327,12 @@ def test_injectable_calls_are_the_library_exports() -> None:
         [nm, "-D", "--defined-only", str(lib_path)], capture_output=True, text=True, check=True
     ).stdout
     exported = {re.sub(r"_v\d+$", "", line.split()[-1]) for line in out.splitlines()}
-    aliases = {"nvmlInitWithFlags", "nvmlDeviceGetGpuInstanceProfileInfoV", "nvmlErrorString"}
+    aliases = {
+        "nvmlInitWithFlags",
+        "nvmlDeviceGetGpuInstanceProfileInfoV",
+        "nvmlGpuInstanceGetComputeInstanceProfileInfoV",
+        "nvmlErrorString",
+    }
     assert exported - aliases == INJECTABLE_CALLS
 
 

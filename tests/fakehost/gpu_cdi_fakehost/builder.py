@@ -243,14 +243,17 @@ def _skeleton(root: Path) -> None:
 def _install_libraries(root: Path, version: str) -> Path:
     libdir = root / layout.LIBDIR
     template = cc.build_stub_template().read_bytes()
-    nvml_src = cc.build_fake_nvml()
-    nvml_file = layout.NVML_FILE.format(v=version)
-    nvml_path = libdir / nvml_file
+    nvml_path = libdir / layout.NVML_FILE.format(v=version)
+    # libraries NVIDIA's tools call into get working fakes; the rest only need to exist
+    fakes = {
+        nvml_path.name: cc.build_fake_nvml,
+        layout.SANDBOXUTILS_FILE.format(v=version): cc.build_fake_sandboxutils,
+    }
     for lib in layout.libraries(version):
         path = libdir / lib.file
         _ensure_dir(path.parent)
-        if lib.file == nvml_file:
-            shutil.copyfile(nvml_src, path)
+        if lib.file in fakes:
+            shutil.copyfile(fakes[lib.file](), path)
             os.chmod(path, 0o644)
         else:
             _write(path, cc.stub_library(template, lib.soname))

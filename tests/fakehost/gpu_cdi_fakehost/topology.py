@@ -63,12 +63,17 @@ INJECTABLE_CALLS = frozenset(
         "nvmlDeviceGetTopologyCommonAncestor",
         "nvmlDeviceGetP2PStatus",
         "nvmlDeviceGetNumaNodeId",
+        "nvmlDeviceGetAttributes",
+        "nvmlGpuInstanceGetComputeInstanceProfileInfo",
+        "nvmlGpuInstanceGetComputeInstanceById",
+        "nvmlComputeInstanceGetInfo",
     }
 )
 # Spellings that share a rule with another entry point.
 _CALL_ALIASES = {
     "nvmlInitWithFlags": "nvmlInit",
     "nvmlDeviceGetGpuInstanceProfileInfoV": "nvmlDeviceGetGpuInstanceProfileInfo",
+    "nvmlGpuInstanceGetComputeInstanceProfileInfoV": "nvmlGpuInstanceGetComputeInstanceProfileInfo",
 }
 
 
@@ -136,6 +141,12 @@ class MigDevice:
     def uuid(self) -> str:
         """The MIG-... UUID."""
         return self.compute_instance.uuid
+
+    @property
+    def compute_instance_start(self) -> int:
+        """The compute instance's first compute slice in its GPU instance (CIs in file order)."""
+        cis = self.gpu_instance.compute_instances
+        return sum(c.slices for c in cis[: cis.index(self.compute_instance)])
 
 
 @attrs.frozen
