@@ -353,3 +353,23 @@ def test_cli(fakehost: FakeHostFactory) -> None:
         host.events_file, host.events.gpus, str(host.root)
     )
     assert len(host.events_file.read_text().splitlines()) == 2
+
+
+def test_events_file_that_is_a_fifo_is_reported_once(
+    fake_nvml: FakeHostFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    host = fake_nvml("dgx-a100")
+    host.events_file.unlink()
+    os.mkfifo(host.events_file)
+    pynvml.nvmlInit()
+    try:
+        s = health_set(range(8))
+        with pytest.raises(pynvml.NVMLError_Timeout):
+            pynvml.nvmlEventSetWait_v2(s, 10)
+        pynvml.nvmlDeviceGetUUID(gpu_handle := pynvml.nvmlDeviceGetHandleByIndex(0))
+        assert pynvml.nvmlDeviceGetUUID(gpu_handle).startswith("GPU-")
+        pynvml.nvmlEventSetFree(s)
+    finally:
+        pynvml.nvmlShutdown()
+    err = capfd.readouterr().err
+    assert err.count(f"events file {host.events_file}: not a regular file (no events)") == 1

@@ -134,6 +134,7 @@ static struct {
     char events_path[4096];
     int events_fd; /* valid when events_open */
     int events_open;
+    int events_unreadable; /* said so once */
     long long events_scanned; /* bytes scanned for lost/recovered lines */
     unsigned char *lost;      /* per GPU */
     fake_event_set *sets;
@@ -466,6 +467,26 @@ static void free_topology(void) {
     memset(&T, 0, sizeof T);
 }
 
+/* A read descriptor for a regular file, or -1 with *why: a FIFO or a device named by an
+ * environment variable must not block or flood nvmlInit. */
+static int open_regular(const char *path, const char **why) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        *why = strerror(errno);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *why = "not a regular file";
+        errno = EINVAL;
+        return -1;
+    }
+    /* regular files ignore O_NONBLOCK, but clear it for plain reads */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
 #define EVENTS_FILE "nvml-events.txt"
 
 /* $FAKE_NVML_EVENTS, else nvml-events.txt beside the topology file. */
@@ -486,9 +507,12 @@ static nvmlReturn_t load_topology(void) {
         complain("FAKE_NVML_TOPOLOGY is not set; behaving like a host without the NVIDIA driver");
         return NVML_ERROR_DRIVER_NOT_LOADED;
     }
-    FILE *f = fopen(path, "r");
+    const char *why = NULL;
+    int fd = open_regular(path, &why);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (!f) {
-        complain("cannot open FAKE_NVML_TOPOLOGY file %s: %s", path, strerror(errno));
+        complain("cannot open FAKE_NVML_TOPOLOGY file %s: %s", path, why ? why : strerror(errno));
+        if (fd >= 0) close(fd);
         return NVML_ERROR_DRIVER_NOT_LOADED;
     }
     char *line = NULL;
@@ -696,8 +720,16 @@ static int parse_event(char *line, fake_event *ev, const char **why) {
 static int events_refresh_locked(void) {
     if (!T.events_open) {
         if (!T.events_path[0]) return -1;
-        int fd = open(T.events_path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return -1;
+        const char *why;
+        int fd = open_regular(T.events_path, &why);
+        if (fd < 0) {
+            /* not there yet is normal; anything else is worth saying once */
+            if (errno != ENOENT && !T.events_unreadable) {
+                complain("events file %s: %s (no events)", T.events_path, why);
+                T.events_unreadable = 1;
+            }
+            return -1;
+        }
         T.events_fd = fd;
         T.events_open = 1;
     }
