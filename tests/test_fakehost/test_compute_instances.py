@@ -25,22 +25,6 @@ CI_PROFILE_SLICES = {0: 1, 7: 1, 1: 2, 2: 3, 3: 4, 6: 6, 4: 7, 5: 8}
 GI_PROFILE_COUNT, CI_PROFILE_COUNT = 0x12, 0x9
 
 
-@pytest.fixture
-def nvml(fake_nvml: FakeHostFactory) -> Iterator[FakeHostFactory]:
-    inits = 0
-
-    def make(topology: str | Path, **kwargs: Any) -> Any:
-        nonlocal inits
-        host = fake_nvml(topology, **kwargs)
-        pynvml.nvmlInit()
-        inits += 1
-        return host
-
-    yield make
-    for _ in range(inits):
-        pynvml.nvmlShutdown()
-
-
 def go_nvlib_profile(mig: Any) -> str:
     """The profile name go-nvlib gives a MIG device, from what NVML reports."""
     parent = pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
@@ -90,13 +74,13 @@ def profile_names(topo: Any) -> dict[tuple[int, int], str]:
 
 
 @pytest.mark.parametrize("name", ["dgx-a100-mig", "scale-64"])
-def test_go_nvlib_names_every_mig_device(nvml: FakeHostFactory, name: str) -> None:
-    host = nvml(name)
+def test_go_nvlib_names_every_mig_device(nvml_init: FakeHostFactory, name: str) -> None:
+    host = nvml_init(name)
     seen = {(g, m): go_nvlib_profile(h) for g, m, h in mig_handles()}
     assert seen == profile_names(host.topology)
 
 
-def test_80gb_board_with_split_compute(nvml: FakeHostFactory, tmp_path: Path) -> None:
+def test_80gb_board_with_split_compute(nvml_init: FakeHostFactory, tmp_path: Path) -> None:
     """Compute instances smaller than their GPU instance, and the +me profile, on an 80GB A100."""
     data = yaml.safe_load((topologies_dir() / "dgx-a100.yaml").read_text())
     data["name"] = "a100-80gb-split"
@@ -115,15 +99,15 @@ def test_80gb_board_with_split_compute(nvml: FakeHostFactory, tmp_path: Path) ->
     )  # fmt: skip
     path = tmp_path / "split.yaml"
     path.write_text(yaml.safe_dump(data))
-    host = nvml(path)
+    host = nvml_init(path)
     seen = {(g, m): go_nvlib_profile(h) for g, m, h in mig_handles()}
     assert seen == {(0, 0): "1c.4g.40gb", (0, 1): "3c.4g.40gb", (0, 2): "2g.20gb",
                     (0, 3): "1g.10gb+me"}  # fmt: skip
     assert seen == profile_names(host.topology)
 
 
-def test_attributes_and_compute_instance_profiles(nvml: FakeHostFactory) -> None:
-    nvml("dgx-a100-mig")
+def test_attributes_and_compute_instance_profiles(nvml_init: FakeHostFactory) -> None:
+    nvml_init("dgx-a100-mig")
     gpu1 = pynvml.nvmlDeviceGetHandleByIndex(1)
     mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu1, 2)  # GI 2 (3g.20gb), CI 1 (2 slices)
     a = pynvml.nvmlDeviceGetAttributes(mig)
@@ -156,9 +140,9 @@ def test_attributes_and_compute_instance_profiles(nvml: FakeHostFactory) -> None
         pynvml.nvmlGpuInstanceGetComputeInstanceById(gi, 2)
 
 
-def test_error_rules_reach_compute_instance_calls(nvml: FakeHostFactory) -> None:
+def test_error_rules_reach_compute_instance_calls(nvml_init: FakeHostFactory) -> None:
     rule = {"call": "nvmlDeviceGetAttributes", "device": "0:1", "error": "GPU_IS_LOST"}
-    nvml("dgx-a100-mig", errors=[rule])
+    nvml_init("dgx-a100-mig", errors=[rule])
     gpu0 = pynvml.nvmlDeviceGetHandleByIndex(0)
     pynvml.nvmlDeviceGetAttributes(pynvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu0, 0))
     with pytest.raises(pynvml.NVMLError_GpuIsLost):

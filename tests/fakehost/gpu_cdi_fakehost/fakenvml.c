@@ -1676,16 +1676,23 @@ static fake_gi *gi_and_profile(nvmlGpuInstance_t instance, fake_gi_profile **p) 
     return *p ? gi : NULL;
 }
 
+/* The GI's profile and the CI profile's slices, after the checks both entry points share. */
+static nvmlReturn_t ci_profile_query(nvmlGpuInstance_t instance, unsigned int profile,
+                                     unsigned int eng, const void *info, fake_gi_profile **p,
+                                     unsigned int *slices) {
+    CHECK_INIT();
+    fake_gi *gi = gi_and_profile(instance, p);
+    if (!gi || !info) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi->gpu, -1);
+    return ci_profile(profile, eng, (*p)->slices, slices);
+}
+
 EXPORT nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfo(
     nvmlGpuInstance_t instance, unsigned int profile, unsigned int eng,
     nvmlComputeInstanceProfileInfo_t *info) {
-    CHECK_INIT();
     fake_gi_profile *p;
-    fake_gi *gi = gi_and_profile(instance, &p);
-    if (!gi || !info) return NVML_ERROR_INVALID_ARGUMENT;
-    INJECT("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi->gpu, -1);
     unsigned int slices;
-    nvmlReturn_t ret = ci_profile(profile, eng, p->slices, &slices);
+    nvmlReturn_t ret = ci_profile_query(instance, profile, eng, info, &p, &slices);
     if (ret != NVML_SUCCESS) return ret;
     FILL_CI_PROFILE(info, profile, slices, p);
     return NVML_SUCCESS;
@@ -1694,13 +1701,9 @@ EXPORT nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfo(
 EXPORT nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfoV(
     nvmlGpuInstance_t instance, unsigned int profile, unsigned int eng,
     nvmlComputeInstanceProfileInfo_v2_t *info) {
-    CHECK_INIT();
     fake_gi_profile *p;
-    fake_gi *gi = gi_and_profile(instance, &p);
-    if (!gi || !info) return NVML_ERROR_INVALID_ARGUMENT;
-    INJECT("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi->gpu, -1);
     unsigned int slices;
-    nvmlReturn_t ret = ci_profile(profile, eng, p->slices, &slices);
+    nvmlReturn_t ret = ci_profile_query(instance, profile, eng, info, &p, &slices);
     if (ret != NVML_SUCCESS) return ret;
     /* "MIG 3g.20gb" for a CI as large as its GI, "MIG 1c.3g.20gb" for a smaller one */
     const char *gi_name = strncmp(p->name, "MIG ", 4) == 0 ? p->name + 4 : p->name;
