@@ -4,7 +4,8 @@
 
 A fake dgx-a100 host (8 GPUs, driver 550.163.01) gives two specs: ours (`gpu-cdi generate`,
 hooks in the fast form `python -I -S .../cdi/hook/__main__.py`) and nvidia-ctk's (hooks run by
-$GPU_CDI_ANCHORS/nvidia-cdi-hook, default /work/shared/anchors). For a one-GPU and an 8-GPU
+nvidia-cdi-hook from $GPU_CDI_ANCHORS, else beside $NVIDIA_CTK, else /work/shared/anchors;
+without them it says so and exits 0). For a one-GPU and an 8-GPU
 container, one container rootfs (bench/hookbed.py: image, the spec's mounts and device nodes, a
 mount point as runc makes it) is copied fresh before every run, and each side runs all the
 createContainer hooks its spec gives that container, one after the other as runc does, timed
@@ -120,7 +121,9 @@ def main() -> int:
     if os.geteuid() != 0:
         sys.exit("run as root: device nodes, mounts, chroot")
     if not (hookbed.ANCHORS / "nvidia-cdi-hook").exists():
-        sys.exit(f"{hookbed.ANCHORS}/nvidia-cdi-hook missing: set GPU_CDI_ANCHORS")
+        # As bench/nvidia_ctk_parity.py: the anchor is never part of `make test`.
+        print(f"bench/hook.py: skipped: no {hookbed.ANCHORS}/nvidia-cdi-hook (set GPU_CDI_ANCHORS)")
+        return 0
     hookbed.private_mount_namespace()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         work = Path(tmp)

@@ -7,8 +7,9 @@ rootfs, prepared as runc prepares it before `createContainer` hooks: the spec's 
 and the rootfs a mount point (nvidia-cdi-hook pivot_roots into it). All of it happens in a
 private mount namespace of this process, so the hooks' mounts vanish with it.
 
-NVIDIA's binaries come from `$GPU_CDI_ANCHORS` (default /work/shared/anchors): the spec of the
-same fake host from `nvidia-ctk cdi generate`, its hooks run by `nvidia-cdi-hook`. Needs root.
+NVIDIA's binaries (nvidia-ctk, nvidia-cdi-hook, nsrun.sh) come from `$GPU_CDI_ANCHORS`, else
+the directory of `$NVIDIA_CTK`, else /work/shared/anchors: the spec of the same fake host from
+`nvidia-ctk cdi generate`, its hooks run by `nvidia-cdi-hook`. Needs root.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ANCHORS = Path(os.environ.get("GPU_CDI_ANCHORS", "/work/shared/anchors"))
+# NVIDIA's binaries: $GPU_CDI_ANCHORS, else the directory of $NVIDIA_CTK (as
+# bench/nvidia_ctk_parity.py takes it), else the shared anchors.
+ANCHORS = Path(
+    os.environ.get("GPU_CDI_ANCHORS")
+    or (os.path.dirname(os.environ["NVIDIA_CTK"]) if os.environ.get("NVIDIA_CTK") else "")
+    or "/work/shared/anchors"
+)
 HOOK_MAIN = ROOT / "cdi" / "hook" / "__main__.py"
 LIBDIR = "usr/lib/x86_64-linux-gnu"
 # nvidia-cdi-hook leaves these behind in every container (its scratch dirs): not compared.
