@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, metavar="PORT", help="serve /metrics and /healthz (0: off)"
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS)
+    parser.add_argument(
+        "--containerd-config",
+        metavar="FILE",
+        help="containerd's config file, to tell whether it resolves CDI names (default: "
+        "from the runtime's command line)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     health = sub.add_parser("health", help="exit 0 if a running plugin is registered")
     health.add_argument("--metrics-port", type=int, required=True, metavar="PORT")
@@ -87,6 +93,7 @@ def load_config(args: argparse.Namespace) -> Config:
         "plugin_idx": args.plugin_idx,
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
+        "containerd_config": args.containerd_config,
     }
     return with_flags(config, flags)
 
@@ -97,11 +104,13 @@ async def serve(config: Config) -> int:
     from nri_plugin.metrics import Metrics, MetricsServer
     from nri_plugin.plugin import GpuCdiPlugin, log_refresh
     from nri_plugin.protocol import ConnectionClosed, ProtocolError, Stub
+    from nri_plugin.runtime_cdi import RuntimeProbe
 
     log = logging.getLogger("gpu_cdi.nri")
     metrics = Metrics(enabled=config.metrics_port != 0)
     registry = Registry(config.spec_dirs, auto_refresh=True, on_refresh=log_refresh)
-    plugin = GpuCdiPlugin(config, registry, metrics)
+    probe = RuntimeProbe(config.containerd_config)
+    plugin = GpuCdiPlugin(config, registry, metrics, probe)
     stub = Stub(
         plugin,
         name=config.plugin_name,
@@ -109,6 +118,7 @@ async def serve(config: Config) -> int:
         socket_path=config.socket,
         max_backoff=config.reconnect_seconds,
     )
+    probe.runtime_pid = lambda: stub.peer_pid
     server = None
     if config.metrics_port:
         server = MetricsServer(

@@ -46,6 +46,8 @@ class Config:
     metrics_address: str = "127.0.0.1"
     log_level: str = "info"
     reconnect_seconds: float = 2.0
+    # containerd's config file as the plugin sees it (None: found from the runtime's process)
+    containerd_config: str | None = None
     policy: Policy = attrs.field(factory=Policy)
 
 
@@ -178,6 +180,7 @@ _TOP_KEYS = (
     "metrics_address",
     "log_level",
     "reconnect_seconds",
+    "containerd_config",
     "policy",
 )
 
