@@ -1,14 +1,16 @@
-"""pytest fixtures for real containerds with NRI + CDI (registered in tests/conftest.py).
+"""pytest fixtures for real container runtimes (registered in tests/conftest.py): containerd
+with NRI + CDI, podman and Docker as CDI consumers.
 
 Every test that uses `containerd`, `cri` or `containerd_factory` runs once per containerd
 release of `tests.e2e.paths.CONTAINERD_VERSIONS`: 1.7 (trixie's 1.7.24, config version 2) and
 2.1 (sid's 2.1.x, config version 3); test ids end in `[containerd-1.7]` / `[containerd-2.1]`.
+Likewise every test using `podman` runs on podman 4.3 and 5.4 (`[podman-4.3]`, `[podman-5.4]`).
 
-- `@pytest.mark.containerd_versions("2.1")` on a test (or module: `pytestmark = ...`) runs it
-  on the listed releases only (a behaviour that exists on one of them).
-- `GPU_CDI_CONTAINERD=2.1` (comma-separated list) in the environment runs every such test on
-  those releases only, e.g. to iterate quickly; CI runs all of them.
-- `-k containerd-2.1` selects the 2.1 runs of a test file.
+- `@pytest.mark.containerd_versions("2.1")` (`podman_versions("5.4")`) on a test, or on a
+  module (`pytestmark = ...`), runs it on the listed releases only.
+- `GPU_CDI_CONTAINERD=2.1` / `GPU_CDI_PODMAN=5.4` (comma-separated lists) in the environment
+  run every such test on those releases only, e.g. to iterate quickly; CI sets neither.
+- `-k containerd-2.1` (`-k podman-5.4`) selects those runs of a test file.
 
 Fixtures
 --------
@@ -36,6 +38,16 @@ cri (function)
     `cri.start/wait/logs/oci_spec/remove_container/remove_pod`. Failed CRI calls raise
     `tests.e2e.cri.CriError` (`.code`, `.details` = containerd's message).
 
+podman_version (session, parametrized), podman (session)
+    "4.3" or "5.4"; a `tests.e2e.podman.Podman` of that release with private storage and a
+    busybox image: `podman.run([spec_path, ...], ["nvidia.com/gpu=0"], "sh command")` runs
+    `podman run --rm --device ...` with those specs alone in /etc/cdi + /var/run/cdi (private
+    mount namespace) -> CompletedProcess; `.release.max_cdi_version`, `.podman(*args)`.
+docker (session)
+    A started private Docker 28 (`tests.e2e.docker.Dockerd`): write specs into `.cdi_dir`
+    (its --cdi-spec-dir; unique file names), `docker.run(["nvidia.com/gpu=all"], "sh command")`
+    -> CompletedProcess; `.docker(*args)` for any CLI call.
+
 Containerd API (tests/e2e/harness.py): `.address`, `.nri_socket`, `.cdi_dir`, `.plugin_dir`,
 `.conf_dir`, `.log_path`, `.logs_dir`, `.base`, `.image` (default busybox ref), `.config`,
 `.root_on_tmpfs`, `.running`, `.pid`; `.start()`, `.stop()`, `.restart(**overrides)`,
@@ -55,52 +67,77 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from tests.e2e import paths
+from tests.e2e.podman import PODMAN_VERSIONS, podman_release
 from tests.require import need, need_root
 
-VERSIONS_ENV = "GPU_CDI_CONTAINERD"
-MARKER = "containerd_versions"
+
+@attrs.frozen
+class Axis:
+    """A parametrized runtime version fixture: its marker and environment override."""
+
+    fixture: str  # e.g. containerd_version
+    marker: str  # e.g. containerd_versions
+    env: str  # e.g. GPU_CDI_CONTAINERD
+    versions: tuple[str, ...]
+    check: Callable[[str], object]  # raises ValueError for an unknown version
+
+    def selected(self) -> tuple[str, ...]:
+        """All versions, or those listed (comma-separated) in the environment variable."""
+        chosen = os.environ.get(self.env, "").strip()
+        if not chosen:
+            return self.versions
+        versions = tuple(v.strip() for v in chosen.split(",") if v.strip())
+        for v in versions:
+            self.check(v)
+        return versions
 
 
-def selected_versions() -> tuple[str, ...]:
-    """The containerd releases to run on: all, or those listed in $GPU_CDI_CONTAINERD."""
-    chosen = os.environ.get(VERSIONS_ENV, "").strip()
-    if not chosen:
-        return paths.CONTAINERD_VERSIONS
-    versions = tuple(v.strip() for v in chosen.split(",") if v.strip())
-    for v in versions:
-        paths.containerd_release(v)  # ValueError names the known ones
-    return versions
+AXES = (
+    Axis(
+        "containerd_version",
+        "containerd_versions",
+        "GPU_CDI_CONTAINERD",
+        paths.CONTAINERD_VERSIONS,
+        paths.containerd_release,
+    ),
+    Axis("podman_version", "podman_versions", "GPU_CDI_PODMAN", PODMAN_VERSIONS, podman_release),
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        f"{MARKER}(*versions): run this containerd test on these releases only "
-        f"(of {', '.join(paths.CONTAINERD_VERSIONS)})",
-    )
+    for axis in AXES:
+        config.addinivalue_line(
+            "markers",
+            f"{axis.marker}(*versions): run this test on these releases only "
+            f"(of {', '.join(axis.versions)})",
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "containerd_version" not in metafunc.fixturenames:
-        return
-    versions: Sequence[str] = selected_versions()
-    marker = metafunc.definition.get_closest_marker(MARKER)
-    if marker is not None:
-        for v in marker.args:
-            paths.containerd_release(v)
-        versions = [v for v in versions if v in marker.args]
-    metafunc.parametrize(
-        "containerd_version",
-        versions,
-        indirect=True,
-        scope="session",
-        ids=[f"containerd-{v}" for v in versions],
-    )
+    for axis in AXES:
+        if axis.fixture not in metafunc.fixturenames:
+            continue
+        versions: Sequence[str] = axis.selected()
+        marker = metafunc.definition.get_closest_marker(axis.marker)
+        if marker is not None:
+            for v in marker.args:
+                axis.check(v)
+            versions = [v for v in versions if v in marker.args]
+        name = axis.fixture.removesuffix("_version")
+        metafunc.parametrize(
+            axis.fixture,
+            versions,
+            indirect=True,
+            scope="session",
+            ids=[f"{name}-{v}" for v in versions],
+        )
 
 
 def require_containerd(version: str = "1.7") -> None:
@@ -166,3 +203,39 @@ def cri(containerd: Any) -> Iterator[Any]:
             client.close()
         else:
             client.channel.close()
+
+
+# -- podman and Docker ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def podman_version(request: pytest.FixtureRequest) -> str:
+    """The podman release of this test run (parametrized like containerd_version)."""
+    version: str = getattr(request, "param", "4.3")
+    return version
+
+
+@pytest.fixture(scope="session")
+def podman(podman_version: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A `tests.e2e.podman.Podman` of that release, with private storage and the image."""
+    from tests.e2e.podman import Podman, missing_message
+
+    need_root()
+    msg = missing_message(podman_version)
+    need(msg is None, msg or "")
+    return Podman(podman_version, Path(tmp_path_factory.mktemp(f"podman-{podman_version}")))
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[Any]:
+    """A started private `tests.e2e.docker.Dockerd` (Docker 28, CDI specs from `.cdi_dir`)."""
+    from tests.e2e import docker as docker_module
+
+    need_root()
+    msg = docker_module.missing_message()
+    need(msg is None, msg or "")
+    daemon = docker_module.Dockerd()
+    try:
+        yield daemon.start()
+    finally:
+        daemon.close()

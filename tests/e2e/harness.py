@@ -1,4 +1,4 @@
-"""A private containerd 1.7 (Debian trixie build) with NRI and CDI, for end-to-end tests.
+"""A private containerd (1.7.24 from trixie or 2.1 from sid) with NRI and CDI, for e2e tests.
 
 Each `Containerd` owns one directory, /run/gpu-cdi-e2e/<pid>-<random>/, with a tmpfs mounted
 on it (root and state in RAM: no fsync noise in latency numbers, nothing left on disk), so
@@ -114,7 +114,8 @@ def toml_text(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> str:
     return out
 
 
-def _mountpoints_under(base: Path) -> list[str]:
+def mountpoints_under(base: Path) -> list[str]:
+    """Mount points at or below `base`."""
     prefix = str(base).rstrip("/") + "/"
     found = []
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -125,7 +126,8 @@ def _mountpoints_under(base: Path) -> list[str]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -170,7 +172,7 @@ def _teardown_dir(base: Path, address: str, runc_root: Path) -> None:
     for pid in _procs_with_arg(address):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    for mnt in sorted(_mountpoints_under(base), key=len, reverse=True):
+    for mnt in sorted(mountpoints_under(base), key=len, reverse=True):
         subprocess.run(["umount", "-l", mnt], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
@@ -182,7 +184,7 @@ def sweep_stale() -> list[Path]:
         return removed
     for d in BASE_ROOT.iterdir():
         owner = d.name.split("-", 1)[0]
-        if not owner.isdigit() or _pid_alive(int(owner)):
+        if not owner.isdigit() or pid_alive(int(owner)):
             continue
         _teardown_dir(d, str(d / "containerd.sock"), d / "runc")
         removed.append(d)
