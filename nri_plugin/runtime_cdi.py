@@ -87,24 +87,28 @@ def _table_header(version: int) -> str:
     return f'[plugins."{CRI_RUNTIME_TABLE[version]}"]'
 
 
-def _read_regular(path: str) -> str | None:
-    """A config file's text; None when it does not exist. Never blocks on a FIFO or device."""
+def _read_regular(path: str, shown: str | None = None) -> str | None:
+    """A config file's text; None when it does not exist. Never blocks on a FIFO or device.
+
+    `shown` names the file in errors (the path as containerd sees it).
+    """
+    shown = shown or path
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise RuntimeConfigError(f"{path}: cannot read: {error.strerror}") from None
+        raise RuntimeConfigError(f"{shown}: cannot read: {error.strerror}") from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RuntimeConfigError(f"{path}: not a regular file")
+            raise RuntimeConfigError(f"{shown}: not a regular file")
         data = f.read(_MAX_CONFIG_BYTES + 1)
     if len(data) > _MAX_CONFIG_BYTES:
-        raise RuntimeConfigError(f"{path}: larger than {_MAX_CONFIG_BYTES >> 20} MiB")
+        raise RuntimeConfigError(f"{shown}: larger than {_MAX_CONFIG_BYTES >> 20} MiB")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise RuntimeConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+        raise RuntimeConfigError(f"{shown}: not UTF-8 text (byte {error.start})") from None
 
 
 @attrs.frozen
@@ -210,7 +214,7 @@ def _load(path: str, root: str) -> list[_FileCdi]:
         if shown in seen:
             return
         seen.add(shown)
-        text = _read_regular(_under(root, shown))
+        text = _read_regular(_under(root, shown), shown)
         if text is None:
             if out:  # containerd fails on a missing import; it cannot be running with one
                 raise RuntimeConfigError(f"{shown}: imported by {out[0].shown} but missing")

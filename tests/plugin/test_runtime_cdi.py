@@ -166,6 +166,13 @@ def test_a_fifo_config_does_not_hang(tmp_path: Path) -> None:
     assert choice.mode == "resolve" and "not a regular file" in choice.why
 
 
+def test_a_binary_config_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"version = 3\n\xff\xfe\x00")
+    choice = choose_mode("auto", "containerd", "2.1.9", DIRS, RuntimeProbe(str(path)))
+    assert choice.mode == "resolve" and f"{path}: not UTF-8 text (byte 12)" in choice.why
+
+
 def test_spec_dirs_compare_by_real_path(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
@@ -229,11 +236,14 @@ def test_config_flag(argv: list[str], value: str | None) -> None:
 def fake_runtime(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A process whose command line names a relative --config, as containerd's would."""
     script = tmp_path / "containerd"
-    script.write_text("import time\ntime.sleep(60)\n")
+    script.write_text("import time\nprint('ready', flush=True)\ntime.sleep(60)\n")
     proc = subprocess.Popen(
-        [sys.executable, str(script), "--config", "etc/config.toml"], cwd=tmp_path
+        [sys.executable, str(script), "--config", "etc/config.toml"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
     )
     try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
         yield proc
     finally:
         proc.kill()
@@ -279,3 +289,19 @@ def test_native_refusal_fails_each_request_with_one_line(tmp_path: Path) -> None
         # a container asking for nothing is not touched
         plain = api.Container(id="d", name="d", env=["PATH=/bin"])
         assert asyncio.run(plugin.create_container(pod, plain)) is None
+
+
+def test_the_stub_knows_the_runtimes_pid(tmp_path: Path) -> None:
+    from nri_plugin.protocol import Plugin
+    from tests.nri.fake_runtime import FakeRuntime
+    from tests.nri.plugin_thread import PluginThread
+
+    runtime = FakeRuntime(str(tmp_path / "nri.sock"))
+    try:
+        with PluginThread(Plugin(), socket_path=runtime.path) as pt:
+            runtime.accept().wait_registered()
+            assert pt.stub is not None
+            assert pt.stub.peer_pid == os.getpid()  # the fake runtime is this process
+        assert pt.stub.peer_pid is None  # no connection, no peer
+    finally:
+        runtime.close()
