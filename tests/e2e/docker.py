@@ -23,7 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.e2e import paths
-from tests.e2e.harness import BASE_ROOT, HarnessError, mountpoints_under, pid_alive
+from tests.e2e.harness import (
+    BASE_ROOT,
+    HarnessError,
+    mountpoints_under,
+    pid_alive,
+    procs_with_arg,
+)
 from tests.e2e.image import build_layer
 
 IMAGE = "gpu-cdi-e2e/busybox:latest"
@@ -48,25 +54,9 @@ def missing_message() -> str | None:
     return f"docker: missing {', '.join(miss)}; {paths.INSTALL_HINT}"
 
 
-def _procs_under(base: Path) -> list[int]:
-    """Pids with an argument under `base` (dockerd, its containerd, shims)."""
-    prefix = str(base).encode() + b"/"
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(prefix in arg for arg in argv):
-            found.append(int(entry))
-    return found
-
-
 def _teardown(base: Path) -> None:
-    for pid in _procs_under(base):
+    # dockerd, its containerd and the shims all name a path under base
+    for pid in procs_with_arg(str(base) + "/", within=True):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for mnt in sorted(mountpoints_under(base), key=len, reverse=True):

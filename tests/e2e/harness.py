@@ -137,8 +137,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _procs_with_arg(needle: str) -> list[int]:
-    """Pids whose argv contains `needle` as one argument."""
+def procs_with_arg(needle: str, *, within: bool = False) -> list[int]:
+    """Pids whose argv contains `needle` as one argument (`within`: inside an argument)."""
     found = []
     want = needle.encode()
     for entry in os.listdir("/proc"):
@@ -149,14 +149,14 @@ def _procs_with_arg(needle: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if want in argv:
+        if want in argv or (within and any(want in arg for arg in argv)):
             found.append(int(entry))
     return found
 
 
 def _teardown_dir(base: Path, address: str, runc_root: Path) -> None:
     """Kill everything that belongs to an instance dir, unmount it and delete it."""
-    for pid in _procs_with_arg(str(base / "config.toml")):
+    for pid in procs_with_arg(str(base / "config.toml")):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     runc = shutil.which("runc") or "runc"
@@ -169,7 +169,7 @@ def _teardown_dir(base: Path, address: str, runc_root: Path) -> None:
                         capture_output=True,
                         timeout=30,
                     )
-    for pid in _procs_with_arg(address):
+    for pid in procs_with_arg(address):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for mnt in sorted(mountpoints_under(base), key=len, reverse=True):
@@ -553,7 +553,7 @@ class Containerd:
     def shim_pids(self) -> list[int]:
         """Pids of containerd-shim processes serving this instance (matched by -address)."""
         pids = []
-        for pid in _procs_with_arg(self.address):
+        for pid in procs_with_arg(self.address):
             with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"containerd-shim" in f.read().split(b"\0")[0]:
                     pids.append(pid)

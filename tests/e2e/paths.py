@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run `bash tests/e2e/install.sh` as root"
@@ -63,13 +67,18 @@ CONTAINERD_RELEASES = {
 CONTAINERD_VERSIONS = tuple(CONTAINERD_RELEASES)
 
 
-def containerd_release(version: str) -> ContainerdRelease:
-    """The release for a version string of CONTAINERD_VERSIONS; ValueError names the others."""
+def release_of(releases: Mapping[str, T], program: str, version: str) -> T:
+    """`releases[version]`; ValueError naming the known versions of `program` otherwise."""
     try:
-        return CONTAINERD_RELEASES[version]
+        return releases[version]
     except KeyError:
-        known = ", ".join(CONTAINERD_VERSIONS)
-        raise ValueError(f"unknown containerd version {version!r} (known: {known})") from None
+        known = ", ".join(releases)
+        raise ValueError(f"unknown {program} version {version!r} (known: {known})") from None
+
+
+def containerd_release(version: str) -> ContainerdRelease:
+    """The release for a version string of CONTAINERD_VERSIONS."""
+    return release_of(CONTAINERD_RELEASES, "containerd", version)
 
 
 def missing(version: str = "1.7") -> list[str]:

@@ -49,11 +49,7 @@ PODMAN_VERSIONS = tuple(PODMAN_RELEASES)
 
 def podman_release(version: str) -> PodmanRelease:
     """The release for a version of PODMAN_VERSIONS; ValueError names the known ones."""
-    try:
-        return PODMAN_RELEASES[version]
-    except KeyError:
-        known = ", ".join(PODMAN_VERSIONS)
-        raise ValueError(f"unknown podman version {version!r} (known: {known})") from None
+    return paths.release_of(PODMAN_RELEASES, "podman", version)
 
 
 def missing_message(version: str) -> str | None:

@@ -25,16 +25,15 @@ import yaml
 from tests.e2e.cri import CriError
 from tests.plugin.e2e_support import (
     LIBDIR,
-    TOPOLOGY,
     PluginProcess,
     attached,
+    build_fake_host,
     comparable,
     device_paths,
     env_values,
     generate_spec,
     hook_args,
 )
-from tests.require import need, need_root
 
 pytestmark = pytest.mark.e2e
 
@@ -60,13 +59,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The fake 8-GPU host (driver files, device nodes made with mknod)."""
-    need_root()
-    try:
-        from gpu_cdi_fakehost.builder import build_host
-    except ImportError:
-        need(False, "gpu_cdi_fakehost is not installed (pip install -e tests/fakehost)")
-        raise
-    return build_host(TOPOLOGY, tmp_path_factory.mktemp("nri-host"))
+    return build_fake_host(tmp_path_factory, "nri-host")
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,13 @@ import pytest
 from tests.e2e.cri import CriError
 from tests.plugin.e2e_support import (
     LIBDIR,
-    TOPOLOGY,
     attached,
+    build_fake_host,
     comparable,
     device_paths,
     env_values,
     generate_spec,
 )
-from tests.require import need, need_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containerd_versions("2.1")]
 
@@ -55,13 +54,8 @@ MODES = ("auto", "resolve")
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    need_root()
-    try:
-        from gpu_cdi_fakehost.builder import build_host
-    except ImportError:
-        need(False, "gpu_cdi_fakehost is not installed (pip install -e tests/fakehost)")
-        raise
-    return build_host(TOPOLOGY, tmp_path_factory.mktemp("native-host"))
+    """The fake 8-GPU host (driver files, device nodes made with mknod)."""
+    return build_fake_host(tmp_path_factory, "native-host")
 
 
 @pytest.fixture(scope="module")
