@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="containerd's config file, to tell whether it resolves CDI names (default: "
         "from the runtime's command line)",
+    )
+    parser.add_argument(
+        "--host-root",
+        metavar="DIR",
+        help="where the host's / is mounted in this container, e.g. /host: device nodes are "
+        "read under it in resolve mode (default /)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     health = sub.add_parser("health", help="exit 0 if a running plugin is registered")
@@ -94,6 +101,7 @@ def load_config(args: argparse.Namespace) -> Config:
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
         "containerd_config": args.containerd_config,
+        "host_root": args.host_root,
     }
     return with_flags(config, flags)
 
@@ -109,7 +117,7 @@ async def serve(config: Config) -> int:
     log = logging.getLogger("gpu_cdi.nri")
     metrics = Metrics(enabled=config.metrics_port != 0)
     registry = Registry(config.spec_dirs, auto_refresh=True, on_refresh=log_refresh)
-    probe = RuntimeProbe(config.containerd_config)
+    probe = RuntimeProbe(config.containerd_config, host_root=config.host_root)
     plugin = GpuCdiPlugin(config, registry, metrics, probe)
     stub = Stub(
         plugin,
@@ -163,6 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(config.host_root):
+        state = "not a directory" if os.path.exists(config.host_root) else "no such directory"
+        print(
+            f"{PROG}: error: host root {config.host_root}: {state} (where the host's / should "
+            "be mounted in this container, e.g. a hostPath volume of / at /host)",
+            file=sys.stderr,
+        )
         return 2
     setup_logging(config.log_level)
     try:

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from cdi.names import quote
+from cdi.errors import quote
 from nri_plugin.policy import Policy
 
 # Version ranges [first, end) whose NRI adaptation hands CDI_devices to a CDI injector.
@@ -52,7 +52,7 @@ _MAX_CONFIG_BYTES = 4 << 20
 _MAX_IMPORT_DEPTH = 8
 
 
-def parse_version(version: str) -> tuple[int, int, int] | None:
+def parse_runtime_version(version: str) -> tuple[int, int, int] | None:
     """(major, minor, patch) from versions like `1.7.24~ds1` or `v2.1.0-rc.1`, else None."""
     match = _VERSION.match(version.strip())
     if match is None:
@@ -274,18 +274,20 @@ class ConfigLocation:
     found_by: str  # for messages
 
 
-def locate_config(explicit: str | None, pid: int | None) -> ConfigLocation:
-    """The config file of the containerd with `pid` (None: unknown), or `explicit`."""
+def locate_config(explicit: str | None, pid: int | None, host_root: str = "/") -> ConfigLocation:
+    """The config file of the containerd with `pid` (None: unknown), or `explicit`; without
+    either, the default path under `host_root` (where the host's / is mounted)."""
     if explicit:
         return ConfigLocation(explicit, "/", False, "containerd_config of the plugin")
+    fallback = DEFAULT_CONTAINERD_CONFIG
     if pid is None:
-        return ConfigLocation(DEFAULT_CONTAINERD_CONFIG, "/", False, "runtime pid unknown")
+        return ConfigLocation(fallback, host_root, False, "runtime pid unknown")
     root = f"/proc/{pid}/root"
     try:
         argv = _cmdline(pid)
         os.stat(root + "/")
     except OSError:
-        return ConfigLocation(DEFAULT_CONTAINERD_CONFIG, "/", False, f"pid {pid} not readable")
+        return ConfigLocation(fallback, host_root, False, f"pid {pid} not readable")
     flag = config_flag(argv)
     if flag is None:
         return ConfigLocation(DEFAULT_CONTAINERD_CONFIG, root, True, f"containerd pid {pid}")
@@ -318,17 +320,20 @@ class RuntimeProbe:
         self,
         containerd_config: str | None = None,
         runtime_pid: Callable[[], int | None] = lambda: None,
+        host_root: str = "/",
     ) -> None:
         self.containerd_config = containerd_config
         self.runtime_pid = runtime_pid
+        self.host_root = host_root
 
     def containerd_cdi(self, major: int) -> ContainerdCdi | RuntimeConfigError:
         """What containerd's config says, or why it cannot be told."""
-        where = locate_config(self.containerd_config, self.runtime_pid())
+        where = locate_config(self.containerd_config, self.runtime_pid(), self.host_root)
         try:
-            if not where.authoritative and _read_regular(where.path) is None:
+            if not where.authoritative and _read_regular(_under(where.root, where.path)) is None:
+                shown = _under(where.root, where.path)
                 return RuntimeConfigError(
-                    f"{where.path} not found ({where.found_by}); set containerd_config to "
+                    f"{shown} not found ({where.found_by}); set containerd_config to "
                     "containerd's config file as the plugin sees it"
                 )
             return read_containerd_cdi(where.path, major, where.root)
@@ -367,7 +372,7 @@ def choose_mode(
     """
     runtime = f"{runtime_name} {runtime_version}".strip() or "an unnamed runtime"
     ranges = NATIVE_CDI_VERSIONS.get(runtime_name)
-    version = parse_version(runtime_version)
+    version = parse_runtime_version(runtime_version)
     cdi: ContainerdCdi | RuntimeConfigError | None = None
     if runtime_name == "containerd" and version is not None and probe is not None:
         cdi = probe.containerd_cdi(version[0])

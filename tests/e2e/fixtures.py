@@ -223,7 +223,7 @@ def podman(podman_version: str, tmp_path_factory: pytest.TempPathFactory) -> Any
     need_root()
     msg = missing_message(podman_version)
     need(msg is None, msg or "")
-    return Podman(podman_version, Path(tmp_path_factory.mktemp(f"podman-{podman_version}")))
+    return Podman.of(podman_version, Path(tmp_path_factory.mktemp(f"podman-{podman_version}")))
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,12 @@
-"""podman 4.3 (bookworm's /usr/bin/podman) and 5.4 (trixie's, tests/e2e/install.sh) as CDI
-consumers, with private storage and an offline busybox image.
+"""A private podman for e2e tests: its own storage and run dirs under a temp dir (vfs, cgroupfs,
+file events), images imported from offline layers (tests/e2e/image.py), never a registry.
 
-podman reads CDI specs only from /etc/cdi and /var/run/cdi, so each run gets a private mount
-namespace with a tmpfs over both holding just the given spec files: the host is untouched
-and runs cannot see each other's specs. The sandbox's inherited limits are below podman's
-default rlimits, hence `default_ulimits` (reference/consumers-measured.md §1.0); podman 5 finds
-netavark through `helper_binaries_dir` and runs containers with `--network none` (the default
-bridge needs nftables).
+Two releases: bookworm's podman 4.3 (/usr/bin/podman) and trixie's 5.4 (tests/e2e/install.sh),
+which finds netavark through `helper_binaries_dir` in a containers.conf of its own and runs
+containers with `--network none` (its default bridge needs nftables). `Podman.of(version,
+base)` gives one with the busybox image; `run(specs, devices, command)` runs a CDI request
+with only the given spec files visible: podman reads /etc/cdi and /var/run/cdi, so each run
+gets a private mount namespace with a tmpfs over both.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -22,6 +22,8 @@ import attrs
 from tests.e2e import paths
 from tests.e2e.image import build_layer
 
+# The sandbox's inherited limits are below podman's defaults (consumers-measured.md).
+ULIMITS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768")
 IMAGE = "localhost/gpu-cdi-e2e/busybox:latest"
 
 
@@ -70,53 +72,89 @@ def missing_message(version: str) -> str | None:
     return f"podman {version}: missing {', '.join(miss)}; {paths.INSTALL_HINT}"
 
 
-class Podman:
-    """One podman release with its own storage under `base` and the busybox image in it."""
+class PodmanError(RuntimeError):
+    """A podman command failed; the message holds its stderr."""
 
-    def __init__(self, version: str, base: Path) -> None:
-        self.release = podman_release(version)
+
+class Podman:
+    """`podman` (the binary `exe`) with everything it keeps under `base`.
+
+    `helpers`: the directory of netavark & co. when they are not where podman looks by default
+    (podman 5.4 from install.sh); `release`: set by `Podman.of`.
+    """
+
+    def __init__(self, exe: str, base: Path, *, helpers: Path | None = None) -> None:
+        self.exe = exe
         self.base = base
-        base.mkdir(parents=True, exist_ok=True)
-        conf = base / "containers.conf"
-        lines = [
-            "[containers]",
-            'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]',
-            "[engine]",
-            'events_logger = "file"',
-            'cgroup_manager = "cgroupfs"',
-        ]
-        if self.release.helpers is not None:
-            lines.append(f'helper_binaries_dir = ["{self.release.helpers}"]')
-        conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.env = {
-            **os.environ,
-            "CONTAINERS_CONF": str(conf),
-            "PODMAN_IGNORE_CGROUPSV1_WARNING": "1",
-        }
+        self.release: PodmanRelease | None = None
         self.flags = [
             "--root", str(base / "store"), "--runroot", str(base / "run"),
-            "--storage-driver", "vfs",
+            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
         ]  # fmt: skip
-        rootfs = base / "rootfs.tar"
-        rootfs.write_bytes(build_layer())
-        self.podman("import", str(rootfs), IMAGE)
+        self.env: dict[str, str] | None = None  # None: inherit
+        if helpers is not None:
+            base.mkdir(parents=True, exist_ok=True)
+            conf = base / "containers.conf"
+            conf.write_text(f'[engine]\nhelper_binaries_dir = ["{helpers}"]\n', encoding="utf-8")
+            self.env = {
+                **os.environ,
+                "CONTAINERS_CONF": str(conf),
+                "PODMAN_IGNORE_CGROUPSV1_WARNING": "1",
+            }
 
-    def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """`podman ARGS` with this instance's storage and config."""
+    @classmethod
+    def of(cls, version: str, base: Path) -> Podman:
+        """A podman of release `version` (PODMAN_VERSIONS) with the busybox image `IMAGE`."""
+        release = podman_release(version)
+        podman = cls(str(release.exe), base, helpers=release.helpers)
+        podman.release = release
+        podman.import_layer(build_layer(), IMAGE)
+        return podman
+
+    def __call__(
+        self, *args: str, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `podman ARGS` (with this instance's flags); PodmanError when it fails."""
         proc = subprocess.run(
-            [str(self.release.exe), *self.flags, *args],
+            [self.exe, *self.flags, *args],
             capture_output=True,
             text=True,
+            timeout=timeout,
+            check=False,
             env=self.env,
-            timeout=120,
         )
         if check and proc.returncode != 0:
-            raise RuntimeError(f"podman {' '.join(args)} failed: {proc.stderr.strip()}")
+            raise PodmanError(f"podman {' '.join(args[:2])} failed: {proc.stderr.strip()}")
         return proc
 
     def version(self) -> str:
         """What `podman --version` says, e.g. `podman version 5.4.2`."""
-        return self.podman("--version").stdout.strip()
+        return self("--version").stdout.strip()
+
+    def import_layer(self, layer: bytes, ref: str) -> str:
+        """Import a rootfs tar (one uncompressed layer) as image `ref`; returns `ref`."""
+        path = self.base / (ref.replace("/", "_").replace(":", "_") + ".tar")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(layer)
+        self("import", str(path), ref)
+        return ref
+
+    def run_args(
+        self,
+        image: str,
+        command: Sequence[str],
+        *,
+        volumes: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        options: Sequence[str] = (),
+    ) -> list[str]:
+        """The `podman run` arguments (after `run`) for `command` in `image`."""
+        args = ["--network", "none", *ULIMITS, *options]
+        for volume in volumes:
+            args += ["--volume", volume]
+        for key, value in (env or {}).items():
+            args += ["--env", f"{key}={value}"]
+        return [*args, image, *command]
 
     def run(
         self,
@@ -124,14 +162,16 @@ class Podman:
         devices: Sequence[str],
         command: str,
         *,
-        args: Sequence[str] = (),
+        options: Sequence[str] = (),
+        image: str = IMAGE,
     ) -> subprocess.CompletedProcess[str]:
         """`podman run --rm --device D... IMAGE sh -c COMMAND` with `specs` as the only CDI
-        specs (in /var/run/cdi of a private mount namespace); `args` go before the image."""
-        argv = [str(self.release.exe), *self.flags, "run", "--rm", "--network", "none", *args]
-        for device in devices:
-            argv += ["--device", device]
-        argv += [IMAGE, "sh", "-c", command]
+        specs (in /etc/cdi and /var/run/cdi of a private mount namespace); never raises."""
+        devices_args = [arg for device in devices for arg in ("--device", device)]
+        argv = [self.exe, *self.flags, "run"]
+        argv += self.run_args(
+            image, ["sh", "-c", command], options=["--rm", *devices_args, *options]
+        )
         return subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", _WITH_SPECS, "sh",
              *map(str, specs), "--", *argv],
@@ -142,7 +182,7 @@ class Podman:
         )  # fmt: skip
 
 
-# sh -c _WITH_SPECS sh SPEC... -- COMMAND...: the specs alone in /run/cdi, then COMMAND
+# sh -c _WITH_SPECS sh SPEC... -- COMMAND...: the specs alone in the CDI dirs, then COMMAND
 _WITH_SPECS = (
     "set -e; mkdir -p /run/cdi; mount -t tmpfs gpu-cdi-test /run/cdi; "
     "if [ -d /etc/cdi ]; then mount -t tmpfs gpu-cdi-test /etc/cdi; fi; "

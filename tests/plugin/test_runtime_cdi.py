@@ -25,7 +25,7 @@ from nri_plugin.runtime_cdi import (
     choose_mode,
     config_flag,
     locate_config,
-    parse_version,
+    parse_runtime_version,
     read_containerd_cdi,
     restricts_annotations,
 )
@@ -47,9 +47,9 @@ def probe_for(tmp_path: Path, text: str) -> RuntimeProbe:
 
 
 def test_parse_version() -> None:
-    assert parse_version("1.7.24~ds1") == (1, 7, 24)
-    assert parse_version("v2.1") == (2, 1, 0)
-    assert parse_version("dev") is None
+    assert parse_runtime_version("1.7.24~ds1") == (1, 7, 24)
+    assert parse_runtime_version("v2.1") == (2, 1, 0)
+    assert parse_runtime_version("dev") is None
 
 
 @pytest.mark.parametrize(
@@ -305,3 +305,15 @@ def test_the_stub_knows_the_runtimes_pid(tmp_path: Path) -> None:
         assert pt.stub.peer_pid is None  # no connection, no peer
     finally:
         runtime.close()
+
+
+def test_without_a_runtime_pid_the_hosts_default_config_under_host_root(tmp_path: Path) -> None:
+    # the DaemonSet: no host pid namespace, the node's / at /host
+    probe = RuntimeProbe(host_root=str(tmp_path))
+    missing = choose_mode("auto", "containerd", "2.1.9", DIRS, probe)
+    assert missing.mode == "resolve"
+    assert f"{tmp_path}/etc/containerd/config.toml not found" in missing.why
+    write(tmp_path / "etc/containerd/config.toml", f"version = 3\n{V3}\nenable_cdi = true\n")
+    found = choose_mode("auto", "containerd", "2.1.9", DIRS, probe)
+    assert found.mode == "native"
+    assert f"in {V3} of /etc/containerd/config.toml" in found.why  # named as containerd sees it
