@@ -42,7 +42,8 @@ podman_version (session, parametrized), podman (session)
     "4.3" or "5.4"; a `tests.e2e.podman.Podman` of that release with private storage and a
     busybox image: `podman.run([spec_path, ...], ["nvidia.com/gpu=0"], "sh command")` runs
     `podman run --rm --device ...` with those specs alone in /etc/cdi + /var/run/cdi (private
-    mount namespace) -> CompletedProcess; `.release.max_cdi_version`, `.podman(*args)`.
+    mount namespace) -> CompletedProcess; `.release.max_cdi_version`, `podman(*args)` (raises
+    PodmanError), `.import_layer(layer, ref)`, `.run_args(...)`.
 docker (session)
     A started private Docker 28 (`tests.e2e.docker.Dockerd`): write specs into `.cdi_dir`
     (its --cdi-spec-dir; unique file names), `docker.run(["nvidia.com/gpu=all"], "sh command")`
