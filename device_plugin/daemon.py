@@ -1,0 +1,212 @@
+"""The running plugin: discover, serve every resource, register, watch health, keep files current.
+
+Threads: the main one waits for signals and reloads; one registration thread (kubelet.py); one
+NVML health thread (watch.py); grpcio's workers per resource server. SIGTERM/SIGINT stop it
+(sockets removed); SIGHUP, or a GPU that NVML loses or finds again, makes it discover the node
+again: files are rewritten when they change, servers replaced when the devices do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Mapping
+
+from device_plugin import allocate, nfd
+from device_plugin.config import Settings
+from device_plugin.health import Board, XidPolicy
+from device_plugin.kubelet import Registrar
+from device_plugin.node import Node, discover_node, write_spec
+from device_plugin.server import PluginServer, Service
+from device_plugin.watch import Watcher
+
+log = logging.getLogger("gpu_cdi.device_plugin")
+
+RETRY_FIRST = 5.0
+RETRY_MAX = 60.0
+
+
+class InitError(Exception):
+    """The node cannot be discovered or offered; one line."""
+
+
+def init_errors() -> tuple[type[Exception], ...]:
+    """The exceptions discovery raises for a node it cannot serve (each with one line)."""
+    from cdi.nvidia.discover import DiscoveryError
+    from cdi.nvidia.generate import GenerateError
+    from cdi.nvidia.inventory import InventoryError
+    from device_plugin.resources import ResourceError
+
+    return (DiscoveryError, InventoryError, ResourceError, GenerateError)
+
+
+class Daemon:
+    """gpu-cdi-device-plugin's lifetime; `run()` returns the exit code."""
+
+    def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.policy = XidPolicy.from_env(environ)
+        self.board = Board()
+        self.stopping = threading.Event()
+        self.reload = threading.Event()
+        self.node: Node | None = None
+        self.servers: list[PluginServer] = []
+        self.registrar: Registrar | None = None
+        self.watcher: Watcher | None = None
+        kubelet = settings.kubelet_socket
+        self.socket_dir = os.path.dirname(kubelet) if kubelet else "/var/lib/kubelet/device-plugins"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until stopped; 1 when the node cannot be served and --fail-on-init-error."""
+        node = self._first_node()
+        if node is None:
+            return 1 if not self.stopping.is_set() else 0
+        self._start(node)
+        try:
+            while not self.stopping.is_set():
+                self.reload.wait(1.0)
+                if self.reload.is_set() and not self.stopping.is_set():
+                    self.reload.clear()
+                    self._rediscover()
+        finally:
+            self._stop_serving()
+            if self.watcher is not None:
+                self.watcher.stop()
+            log.info("stopped")
+        return 0
+
+    def install_signals(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP rediscovers (main thread only)."""
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
+
+    def stop(self) -> None:
+        """Ask `run` to return."""
+        self.stopping.set()
+        self.reload.set()
+        self.board.wake()
+
+    def _first_node(self) -> Node | None:
+        said = ""
+        delay = RETRY_FIRST
+        errors = init_errors()
+        while not self.stopping.is_set():
+            try:
+                return discover_node(self.settings)
+            except errors as error:
+                if self.settings.fail_on_init_error:
+                    log.error("%s", error)
+                    return None
+                if str(error) != said:
+                    said = str(error)
+                    log.error("%s; waiting (--fail-on-init-error=false), retrying", error)
+            self.stopping.wait(delay)
+            delay = min(delay * 2, RETRY_MAX)
+        return None
+
+    def _start(self, node: Node) -> None:
+        self.node = node
+        for note in node.notes:
+            log.warning("%s", note)
+        self._write_files(node)
+        for gpu in node.inventory.gpus:
+            if gpu.error and gpu.uuid:
+                self.board.mark(gpu.uuid, "start", gpu.error)
+        if self.watcher is None and node.library and self.policy.enabled:
+            gpus = node.inventory.gpus
+            presence = self.reload.set
+            self.watcher = Watcher(
+                node.library, gpus, self.board, self.policy, on_presence=presence
+            )
+            self.watcher.start()
+        elif node.library is None or not self.policy.enabled:
+            why = "--inventory" if node.library is None else "DP_DISABLE_HEALTHCHECKS=all"
+            log.info("health checks off (%s): every device stays Healthy", why)
+        self._serve(node)
+        summary = ", ".join(f"{r.name} x{len(r.devices)}" for r in node.resources) or "nothing"
+        log.info("offering %s", summary)
+
+    def _handout(self, node: Node) -> allocate.Handout:
+        s = self.settings
+        nodes = allocate.spec_nodes(node.built.data) if s.pass_device_specs else None
+        return allocate.Handout(s.device_list_strategy, s.kind, s.cdi_annotation_prefix, nodes)
+
+    def _serve(self, node: Node) -> None:
+        handout = self._handout(node)
+        link = node.links.score
+        self.servers = []
+        for resource in node.resources:
+            service = Service(resource, self.board, handout, link, self.stopping)
+            server = PluginServer(service, os.path.join(self.socket_dir, resource.socket_name))
+            server.start()
+            self.servers.append(server)
+        if self.settings.kubelet_socket:
+            self.registrar = Registrar(self.settings.kubelet_socket, self.servers)
+            self.registrar.start()
+        else:
+            log.info("--kubelet-socket is empty: serving in %s, not registering", self.socket_dir)
+
+    def _stop_serving(self) -> None:
+        if self.registrar is not None:
+            self.registrar.stop()
+            self.registrar = None
+        self.board.wake()
+        for server in self.servers:
+            server.stop(grace=1.0)
+        self.servers = []
+
+    def _write_files(self, node: Node) -> None:
+        from cdi.errors import WriteError
+        from cdi.nvidia.generate import GenerateError
+
+        s = self.settings
+        if s.cdi_spec_file:
+            try:
+                log.info("%s", write_spec(node, s.cdi_spec_file))
+            except (GenerateError, WriteError) as error:
+                log.error("cannot write the CDI spec: %s", error)
+        if s.nfd_features_file:
+            try:
+                if nfd.write(node, s.mig_strategy, s.nfd_features_file):
+                    log.info("%s: node labels written", s.nfd_features_file)
+            except (WriteError, OSError) as error:
+                log.error("cannot write the node labels: %s", error)
+
+    def _rediscover(self) -> None:
+        try:
+            node = discover_node(self.settings)
+        except init_errors() as error:
+            log.error("discovering the node again failed, keeping what is served: %s", error)
+            return
+        old = self.node
+        self._write_files(node)
+        if old is not None and node.fingerprint() == old.fingerprint():
+            self.node = node
+            log.info("node discovered again: the same devices")
+            return
+        log.info("node discovered again: the devices changed, serving them anew")
+        for note in node.notes:
+            log.warning("%s", note)
+        self._stop_serving()
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+        self._start(node)
+
+
+def describe(node: Node, board: Board | None = None) -> str:
+    """The resources and devices as a table (`--list`)."""
+    rows = [("RESOURCE", "DEVICE ID", "CDI NAME", "NUMA", "HEALTH")]
+    for resource in node.resources:
+        for device in resource.devices:
+            why = board.why(device.uuid, device.gpu_uuid) if board is not None else None
+            numa = "-" if device.numa is None else str(device.numa)
+            rows.append((resource.name, device.id, device.name, numa, why or "Healthy"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return "".join(line.rstrip() + "\n" for line in lines)

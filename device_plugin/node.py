@@ -1,0 +1,155 @@
+"""What the plugin knows about its node at one moment: discovered once, replaced on a change.
+
+The generator's discovery gives the Inventory; the generator's pure build gives the CDI spec
+(as `gpu-cdi generate` would write it, with the plugin's kind and hook path), whose device
+names the resources must resolve in; NVML gives the interconnect and a few facts for node
+labels. With --inventory there is no NVML: no links, no facts, no health checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import attrs
+
+from cdi.nvidia.build import Built
+from cdi.nvidia.inventory import Inventory
+from device_plugin.config import Settings
+from device_plugin.resources import Resource
+from device_plugin.topology import Links
+
+
+@attrs.frozen
+class GpuFacts:
+    """Per-GPU facts for node labels (what NVML tells beyond the Inventory)."""
+
+    memory_mib: int | None = None
+    compute: tuple[int, int] | None = None
+    mig_capable: bool = False
+
+
+@attrs.frozen
+class Facts:
+    """Node-wide facts for node labels."""
+
+    cuda: tuple[int, int] | None = None  # CUDA driver API version, e.g. (12, 4)
+    gpus: tuple[GpuFacts, ...] = ()  # by NVML index
+
+
+@attrs.frozen
+class Node:
+    """One snapshot of the node and what the plugin offers from it."""
+
+    inventory: Inventory
+    built: Built
+    resources: tuple[Resource, ...]
+    notes: tuple[str, ...]
+    links: Links
+    facts: Facts | None
+    library: str | None  # NVML for the health watcher; None with --inventory
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """What, when it changes, needs new servers (devices and their names)."""
+        return tuple((r.name, r.devices) for r in self.resources)
+
+
+def _inventory(settings: Settings) -> tuple[Inventory, str | None]:
+    from cdi.nvidia import driver, inventory
+    from cdi.nvidia.discover import NVML_LIBRARY, discover
+
+    if settings.inventory:
+        inv = inventory.load(settings.inventory)
+        # the roots say where the inventory's files are on the node the names are for
+        if settings.driver_root != "/" or settings.dev_root:
+            inv = inv._replace(
+                driver_root=settings.driver_root,
+                dev_root=settings.dev_root or settings.driver_root,
+            )
+        return inv, None
+    inv = discover(
+        settings.driver_root,
+        settings.dev_root,
+        settings.host_root,
+        settings.library_search_paths,
+        "nvml",
+    )
+    dirs = driver.library_dirs(settings.driver_root, settings.library_search_paths)
+    return inv, driver.find_library(settings.driver_root, dirs, NVML_LIBRARY)
+
+
+def _facts(nv: Any, inv: Inventory) -> Facts:
+    def optional(call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except nv.NVMLError:
+            return None
+
+    cuda = optional(nv.nvmlSystemGetCudaDriverVersion)
+    gpus = []
+    for gpu in inv.gpus:
+        handle = optional(nv.nvmlDeviceGetHandleByUUID, gpu.uuid) if gpu.uuid else None
+        if handle is None:
+            gpus.append(GpuFacts())
+            continue
+        memory = optional(nv.nvmlDeviceGetMemoryInfo, handle)
+        compute = optional(nv.nvmlDeviceGetCudaComputeCapability, handle)
+        mig = optional(nv.nvmlDeviceGetMigMode, handle)
+        gpus.append(
+            GpuFacts(
+                memory_mib=int(memory.total) >> 20 if memory is not None else None,
+                compute=(int(compute[0]), int(compute[1])) if compute is not None else None,
+                mig_capable=mig is not None,
+            )
+        )
+    return Facts(
+        cuda=(cuda // 1000, cuda % 1000 // 10) if isinstance(cuda, int) else None,
+        gpus=tuple(gpus),
+    )
+
+
+def spec_options(settings: Settings) -> Any:
+    """The build options of the spec the device names must resolve in: generate's defaults,
+    with the plugin's kind and hook path."""
+    from cdi.nvidia.build import Options
+    from cdi.nvidia.commands import _hook_path
+
+    return Options(
+        vendor=settings.cdi_vendor,
+        cls=settings.cdi_class,
+        hook_path=_hook_path(settings.hook_path or None),
+    )
+
+
+def discover_node(settings: Settings) -> Node:
+    """Discover the node; DiscoveryError, InventoryError or ResourceError say what is wrong."""
+    from cdi.nvidia.build import build
+    from cdi.nvidia.nvml import Nvml, NvmlError
+    from device_plugin import resources, topology
+
+    inv, library = _inventory(settings)
+    built = build(inv, spec_options(settings))
+    names = {device["name"] for device in built.data["devices"]}
+    numa = topology.numa_nodes(settings.host_root, inv.gpus) if library else {}
+    offered, notes = resources.build(inv, settings, names, numa)
+    links = topology.Links(numa={g.nvml_index: numa[g.pci] for g in inv.gpus if g.pci in numa})
+    facts = None
+    if library is not None:
+        with contextlib.suppress(NvmlError), Nvml(library) as nvml:
+            links = topology.from_nvml(nvml.nv, inv.gpus, numa)
+            facts = _facts(nvml.nv, inv)
+    return Node(inv, built, offered, notes, links, facts, library)
+
+
+def write_spec(node: Node, path: str) -> str:
+    """Write the spec of `node` as `gpu-cdi generate --output path` would; what happened, as
+    generate says it (`written`, `unchanged, not rewritten`). GenerateError when it cannot."""
+    import io
+
+    from cdi.nvidia import generate
+
+    target = generate.output_target(path, None, False)
+    text = generate.render(node.built, target.fmt, None, target.path)
+    said = io.StringIO()
+    generate.emit(text, target, io.StringIO(), said)
+    return said.getvalue().strip()
