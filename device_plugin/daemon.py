@@ -65,7 +65,8 @@ class Daemon:
         node = self._first_node()
         if node is None:
             return 1 if not self.stopping.is_set() else 0
-        self._start(node)
+        if not self._start(node):
+            return 1
         try:
             while not self.stopping.is_set():
                 self.reload.wait(1.0)
@@ -109,14 +110,15 @@ class Daemon:
             delay = min(delay * 2, RETRY_MAX)
         return None
 
-    def _start(self, node: Node) -> None:
+    def _start(self, node: Node) -> bool:
+        """Serve `node`; False when its sockets cannot be served (said)."""
         self.node = node
         for note in node.notes:
             log.warning("%s", note)
         self._write_files(node)
         for gpu in node.inventory.gpus:
             if gpu.error and gpu.uuid:
-                self.board.mark(gpu.uuid, "start", gpu.error)
+                self.board.mark(gpu.uuid, "lost", gpu.error)
         if self.watcher is None and node.library and self.policy.enabled:
             gpus = node.inventory.gpus
             presence = self.reload.set
@@ -127,29 +129,40 @@ class Daemon:
         elif node.library is None or not self.policy.enabled:
             why = "--inventory" if node.library is None else "DP_DISABLE_HEALTHCHECKS=all"
             log.info("health checks off (%s): every device stays Healthy", why)
-        self._serve(node)
+        if not self._serve(node):
+            return False
         summary = ", ".join(f"{r.name} x{len(r.devices)}" for r in node.resources) or "nothing"
         log.info("offering %s", summary)
+        return True
 
     def _handout(self, node: Node) -> allocate.Handout:
         s = self.settings
         nodes = allocate.spec_nodes(node.built.data) if s.pass_device_specs else None
         return allocate.Handout(s.device_list_strategy, s.kind, s.cdi_annotation_prefix, nodes)
 
-    def _serve(self, node: Node) -> None:
+    def _serve(self, node: Node) -> bool:
         handout = self._handout(node)
         link = node.links.score
-        self.servers = []
-        for resource in node.resources:
-            service = Service(resource, self.board, handout, link, self.stopping)
-            server = PluginServer(service, os.path.join(self.socket_dir, resource.socket_name))
-            server.start()
-            self.servers.append(server)
+        self.servers = [
+            PluginServer(
+                Service(resource, self.board, handout, link, self.stopping),
+                os.path.join(self.socket_dir, resource.socket_name),
+            )
+            for resource in node.resources
+        ]
         if self.settings.kubelet_socket:
+            # it serves them too, and keeps trying while kubelet's directory is missing
             self.registrar = Registrar(self.settings.kubelet_socket, self.servers)
             self.registrar.start()
-        else:
-            log.info("--kubelet-socket is empty: serving in %s, not registering", self.socket_dir)
+            return True
+        log.info("--kubelet-socket is empty: serving in %s, not registering", self.socket_dir)
+        try:
+            for server in self.servers:
+                server.start()
+        except OSError as error:
+            log.error("%s", error)
+            return False
+        return True
 
     def _stop_serving(self) -> None:
         if self.registrar is not None:

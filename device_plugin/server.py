@@ -147,6 +147,9 @@ class PluginServer:
     def start(self) -> None:
         """Serve on a fresh socket (a stale file of the same name is replaced)."""
         self.stop()
+        folder = os.path.dirname(self.path)
+        if not os.path.isdir(folder):
+            raise OSError(f"cannot serve on {self.path}: {folder} is not a directory")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         server = grpc.server(futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="dp"))

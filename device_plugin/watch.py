@@ -3,9 +3,9 @@
 As in NVIDIA's plugin: the event mask is XidCriticalError | DoubleBitEccError |
 SingleBitEccError (what each GPU supports of it); only XID events act, and an XID on a MIG
 device's GPU/compute instance marks that MIG device, on the whole GPU every device on it.
-Beyond it: a GPU that NVML no longer finds (`lost`), a GPU whose events cannot be registered
-(`watch`) and a failing event wait (`nvml`) all recover by themselves when NVML answers again,
-checked by a probe of every GPU each `probe_seconds`.
+Beyond it: a GPU that NVML no longer finds, or that failed discovery (`lost`), a GPU whose
+events cannot be registered (`watch`) and a failing event wait (`nvml`) all recover by
+themselves when NVML answers again, checked by a probe of every GPU each `probe_seconds`.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ class Watcher:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="nvml-health", daemon=True)
         self._registered: set[str] = set()
+        self._wait_failing = False
+        # events name the GPU by handle; a lost GPU's handle cannot tell its UUID any more
+        self._by_handle: dict[int | None, str] = {}
 
     def start(self) -> None:
         """Start watching."""
@@ -104,46 +107,62 @@ class Watcher:
             return
 
     def _watch(self, nv: Any) -> None:
-        event_set = nv.nvmlEventSetCreate()
+        try:
+            event_set = nv.nvmlEventSetCreate()
+        except nv.NVMLError as error:
+            log.warning("NVML has no events (%s): no XID checks, only lost GPUs noticed", error)
+            event_set = None
         try:
             for gpu in self.gpus:
                 self._register(nv, event_set, gpu)
             next_probe = time.monotonic() + self.probe_seconds
-            failing = ""
             while not self.stopping.is_set():
-                data = None
-                try:
-                    data = nv.nvmlEventSetWait_v2(event_set, self.wait_ms)
-                except nv.NVMLError_Timeout:
-                    pass
-                except nv.NVMLError as error:
-                    if not failing:
-                        log.error("NVML event wait failing: %s", error)
-                    failing = str(error)
-                    self._mark_all("nvml", f"NVML event wait failing: {error}")
-                    self.stopping.wait(min(1.0, self.wait_ms / 1000))
-                    continue
-                if failing:
-                    failing = ""
-                    log.info("NVML event wait works again")
-                    self._clear_all("nvml")
+                data = self._wait(nv, event_set)
                 if data is not None:
                     self._event(nv, data)
                 if time.monotonic() >= next_probe:
                     self._probe(nv, event_set)
                     next_probe = time.monotonic() + self.probe_seconds
         finally:
-            try:
-                nv.nvmlEventSetFree(event_set)
-            except nv.NVMLError as error:
-                log.debug("nvmlEventSetFree: %s", error)
+            if event_set is not None:
+                try:
+                    nv.nvmlEventSetFree(event_set)
+                except nv.NVMLError as error:
+                    log.debug("nvmlEventSetFree: %s", error)
 
-    def _register(self, nv: Any, event_set: object, gpu: Gpu) -> bool:
+    def _wait(self, nv: Any, event_set: object | None) -> Any:
+        """The next event within wait_ms, or None; a failing wait marks every GPU until a
+        wait works again (NVIDIA's plugin marks them for good)."""
+        if event_set is None:
+            self.stopping.wait(self.wait_ms / 1000)
+            return None
+        try:
+            data = nv.nvmlEventSetWait_v2(event_set, self.wait_ms)
+        except nv.NVMLError_Timeout:
+            data = None
+        except nv.NVMLError as error:
+            if not self._wait_failing:
+                log.error("NVML event wait failing: %s", error)
+            self._wait_failing = True
+            self._mark_all("nvml", f"NVML event wait failing: {error}")
+            self.stopping.wait(min(1.0, self.wait_ms / 1000))
+            return None
+        if self._wait_failing:
+            self._wait_failing = False
+            log.info("NVML event wait works again")
+            self._clear_all("nvml")
+        return data
+
+    def _register(self, nv: Any, event_set: object | None, gpu: Gpu) -> bool:
         """Register `gpu`'s events; mark it when that fails (but not when it is too old)."""
+        if event_set is None:
+            self._registered.add(gpu.uuid)
+            return True
         try:
             handle = nv.nvmlDeviceGetHandleByUUID(gpu.uuid)
             mask = EVENT_MASK & nv.nvmlDeviceGetSupportedEventTypes(handle)
             nv.nvmlDeviceRegisterEvents(handle, mask, event_set)
+            self._by_handle[_address(handle)] = gpu.uuid
         except nv.NVMLError_NotSupported:
             if gpu.uuid not in self._registered:
                 log.warning("%s: NVML has no events for this GPU: no XID checks", gpu.uuid)
@@ -152,7 +171,6 @@ class Watcher:
             return False
         self._registered.add(gpu.uuid)
         self._clear(gpu.uuid, "watch")
-        self._clear(gpu.uuid, "start")
         return True
 
     def _event(self, nv: Any, data: Any) -> None:
@@ -160,14 +178,12 @@ class Watcher:
             log.debug("NVML event 0x%x ignored (only XIDs count)", data.eventType)
             return
         xid = int(data.eventData)
-        try:
-            uuid = nv.nvmlDeviceGetUUID(data.device)
-        except nv.NVMLError as error:
-            log.error("%s on a GPU NVML cannot name (%s): all GPUs marked", xid_text(xid), error)
+        uuid = self._by_handle.get(_address(data.device))
+        if uuid is None:
+            log.error("%s on a GPU this plugin does not know: all GPUs marked", xid_text(xid))
             if self.policy.critical(xid):
                 self._mark_all("xid", f"{xid_text(xid)} on an unknown GPU")
             return
-        uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
         if not self.policy.critical(xid):
             log.info("%s on %s skipped (an application error)", xid_text(xid), uuid)
             return
@@ -175,7 +191,7 @@ class Watcher:
         for hit in affected(uuid, gi, ci, self.migs.get(uuid, ())):
             self._mark(hit, "xid", xid_text(xid))
 
-    def _probe(self, nv: Any, event_set: object) -> None:
+    def _probe(self, nv: Any, event_set: object | None) -> None:
         """Is every GPU still there? Lost ones are marked, returning ones cleared."""
         changed = False
         for gpu in self.gpus:
@@ -196,3 +212,10 @@ class Watcher:
                 self._register(nv, event_set, gpu)
         if changed:
             self.on_presence()
+
+
+def _address(handle: object) -> int | None:
+    """The address an NVML handle points at: the same GPU gives the same handle."""
+    import ctypes
+
+    return ctypes.cast(handle, ctypes.c_void_p).value  # type: ignore[arg-type]
