@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 PROG = "gpu-cdi-device-plugin"
 DESCRIPTION = (
@@ -27,6 +28,14 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Any:
+    """The Settings `argv` (and `environ`) give; ConfigError, or SystemExit from argparse."""
+    from device_plugin import config
+
+    args = config.build_parser(PROG, DESCRIPTION).parse_args(argv)
+    return config.load(args, environ or {})
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
