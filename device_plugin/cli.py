@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = config.build_parser(PROG, DESCRIPTION).parse_args(argv)
     try:
         settings = config.load(args, environ)
-        from device_plugin.daemon import Daemon, describe, init_errors
+        from device_plugin.daemon import Daemon, describe
 
         daemon = Daemon(settings, environ)
     except config.ConfigError as error:
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     setup_logging(settings.log_level)
     if args.list:
-        from device_plugin.node import discover_node
+        from device_plugin.node import discover_node, init_errors
 
         try:
             node = discover_node(settings)

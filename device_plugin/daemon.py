@@ -8,6 +8,7 @@ again: files are rewritten when they change, servers replaced when the devices d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from device_plugin import allocate, nfd
 from device_plugin.config import Settings
 from device_plugin.health import Board, XidPolicy
 from device_plugin.kubelet import Registrar
-from device_plugin.node import Node, discover_node, write_spec
+from device_plugin.node import DiscoveryFailed, Node, discover_apart, write_spec
 from device_plugin.server import PluginServer, Service
 from device_plugin.watch import Watcher
 
@@ -26,20 +27,6 @@ log = logging.getLogger("gpu_cdi.device_plugin")
 
 RETRY_FIRST = 5.0
 RETRY_MAX = 60.0
-
-
-class InitError(Exception):
-    """The node cannot be discovered or offered; one line."""
-
-
-def init_errors() -> tuple[type[Exception], ...]:
-    """The exceptions discovery raises for a node it cannot serve (each with one line)."""
-    from cdi.nvidia.discover import DiscoveryError
-    from cdi.nvidia.generate import GenerateError
-    from cdi.nvidia.inventory import InventoryError
-    from device_plugin.resources import ResourceError
-
-    return (DiscoveryError, InventoryError, ResourceError, GenerateError)
 
 
 class Daemon:
@@ -67,6 +54,7 @@ class Daemon:
             return 1 if not self.stopping.is_set() else 0
         if not self._start(node):
             return 1
+        release_memory()
         try:
             while not self.stopping.is_set():
                 self.reload.wait(1.0)
@@ -95,11 +83,10 @@ class Daemon:
     def _first_node(self) -> Node | None:
         said = ""
         delay = RETRY_FIRST
-        errors = init_errors()
         while not self.stopping.is_set():
             try:
-                return discover_node(self.settings)
-            except errors as error:
+                return discover_apart(self.settings)
+            except DiscoveryFailed as error:
                 if self.settings.fail_on_init_error:
                     log.error("%s", error)
                     return None
@@ -137,8 +124,9 @@ class Daemon:
 
     def _handout(self, node: Node) -> allocate.Handout:
         s = self.settings
-        nodes = allocate.spec_nodes(node.built.data) if s.pass_device_specs else None
-        return allocate.Handout(s.device_list_strategy, s.kind, s.cdi_annotation_prefix, nodes)
+        return allocate.Handout(
+            s.device_list_strategy, s.kind, s.cdi_annotation_prefix, node.spec_nodes
+        )
 
     def _serve(self, node: Node) -> bool:
         handout = self._handout(node)
@@ -178,9 +166,9 @@ class Daemon:
         from cdi.nvidia.generate import GenerateError
 
         s = self.settings
-        if s.cdi_spec_file:
+        if s.cdi_spec_file and node.spec_text is not None:
             try:
-                log.info("%s", write_spec(node, s.cdi_spec_file))
+                log.info("%s", write_spec(node.spec_text, s.cdi_spec_file))
             except (GenerateError, WriteError) as error:
                 log.error("cannot write the CDI spec: %s", error)
         if s.nfd_features_file:
@@ -192,8 +180,8 @@ class Daemon:
 
     def _rediscover(self) -> None:
         try:
-            node = discover_node(self.settings)
-        except init_errors() as error:
+            node = discover_apart(self.settings)
+        except DiscoveryFailed as error:
             log.error("discovering the node again failed, keeping what is served: %s", error)
             return
         old = self.node
@@ -210,6 +198,16 @@ class Daemon:
             self.watcher.stop()
             self.watcher = None
         self._start(node)
+
+
+def release_memory() -> None:
+    """Hand what discovery used back to the system (the process lives for the node's life)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)  # glibc only
 
 
 def describe(node: Node, board: Board | None = None) -> str:

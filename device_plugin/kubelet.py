@@ -85,13 +85,21 @@ class Registrar:
 
     def _keep_serving(self) -> None:
         for entry in self.entries:
+            if entry.server.replaced():
+                # Another process serves this path now (a new plugin taking over, or a second
+                # one on the node): fighting over it would make kubelet flap between us.
+                entry.registered = False
+                self._say(
+                    entry, f"{entry.server.path} is served by another process now; leaving it"
+                )
+                continue
             if not entry.server.alive():
                 if entry.server.server is not None:
                     log.info("%s was removed (kubelet restarted?): serving anew", entry.server.path)
                 try:
                     entry.server.start()
                 except OSError as error:
-                    self._say(entry, f"{error}")
+                    self._say(entry, f"{error}; retrying")
                     continue
                 entry.registered = False
                 entry.next_try = 0.0
@@ -115,13 +123,13 @@ class Registrar:
                     log.info("%s: registered after all", entry.server.service.resource.name)
                 entry.said = ""
                 continue
-            self._say(entry, error)
+            self._say(entry, f"{error}; retrying with backoff")
             entry.next_try = time.monotonic() + entry.backoff
             entry.backoff = min(entry.backoff * 2, BACKOFF_MAX)
 
     def _say(self, entry: _Entry, message: str) -> None:
         if message != entry.said:
-            log.error("%s; retrying with backoff", message)
+            log.error("%s", message)
             entry.said = message
 
     def _register(self, entry: _Entry) -> str | None:

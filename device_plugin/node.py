@@ -9,12 +9,13 @@ labels. With --inventory there is no NVML: no links, no facts, no health checks.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from cdi.nvidia.build import Built
 from cdi.nvidia.inventory import Inventory
+from device_plugin.allocate import Nodes, spec_nodes
 from device_plugin.config import Settings
 from device_plugin.resources import Resource
 from device_plugin.topology import Links
@@ -39,15 +40,17 @@ class Facts:
 
 @attrs.frozen
 class Node:
-    """One snapshot of the node and what the plugin offers from it."""
+    """One snapshot of the node and what the plugin offers from it. Of the spec only what is
+    used is kept (the plugin lives long; a spec of 448 MIG devices is megabytes of objects)."""
 
     inventory: Inventory
-    built: Built
     resources: tuple[Resource, ...]
     notes: tuple[str, ...]
     links: Links
     facts: Facts | None
     library: str | None  # NVML for the health watcher; None with --inventory
+    spec_text: str | None = None  # with --cdi-spec-file: the spec to write
+    spec_nodes: Mapping[str, Nodes] | None = None  # with --pass-device-specs
 
     def fingerprint(self) -> tuple[object, ...]:
         """What, when it changes, needs new servers (devices and their names)."""
@@ -128,8 +131,19 @@ def discover_node(settings: Settings) -> Node:
     from device_plugin import resources, topology
 
     inv, library = _inventory(settings)
-    built = build(inv, spec_options(settings))
+    options = spec_options(settings)
+    text = None
+    if settings.cdi_spec_file:
+        from cdi.nvidia import generate
+
+        built = build(inv, options)
+        target = generate.output_target(settings.cdi_spec_file, None, False)
+        text = generate.render(built, target.fmt, None, target.path)
+    else:  # whether a device is in the spec does not depend on how it is named
+        built = build(inv, options._replace(strategies=(settings.device_id_strategy,)))
     names = {device["name"] for device in built.data["devices"]}
+    nodes = spec_nodes(built.data) if settings.pass_device_specs else None
+    del built
     numa = topology.numa_nodes(settings.host_root, inv.gpus) if library else {}
     offered, notes = resources.build(inv, settings, names, numa)
     links = topology.Links(numa={g.nvml_index: numa[g.pci] for g in inv.gpus if g.pci in numa})
@@ -138,18 +152,78 @@ def discover_node(settings: Settings) -> Node:
         with contextlib.suppress(NvmlError), Nvml(library) as nvml:
             links = topology.from_nvml(nvml.nv, inv.gpus, numa)
             facts = _facts(nvml.nv, inv)
-    return Node(inv, built, offered, notes, links, facts, library)
+    # the driver's files and /dev nodes are in the spec; what stays is the GPUs and the version
+    kept = inv._replace(nodes=(), libraries=(), library_dirs=(), files=())
+    return Node(kept, offered, notes, links, facts, library, text, nodes)
 
 
-def write_spec(node: Node, path: str) -> str:
-    """Write the spec of `node` as `gpu-cdi generate --output path` would; what happened, as
-    generate says it (`written`, `unchanged, not rewritten`). GenerateError when it cannot."""
+def init_errors() -> tuple[type[Exception], ...]:
+    """What discovery raises for a node it cannot serve (each with one line)."""
+    from cdi.nvidia.discover import DiscoveryError
+    from cdi.nvidia.generate import GenerateError
+    from cdi.nvidia.inventory import InventoryError
+    from device_plugin.resources import ResourceError
+
+    return (DiscoveryError, InventoryError, ResourceError, GenerateError)
+
+
+class DiscoveryFailed(Exception):
+    """Discovery in the child process failed; the message is its one line."""
+
+
+def discover_apart(settings: Settings) -> Node:
+    """`discover_node` in a child process (its stderr is ours). The plugin lives as long as the
+    node: this way it never holds discovery's modules and garbage (megabytes on big hosts), and
+    a driver that crashes discovery does not take the serving process with it."""
+    import pickle
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "device_plugin.node"],
+        input=pickle.dumps(settings),
+        stdout=subprocess.PIPE,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise DiscoveryFailed(f"node discovery failed (exit status {proc.returncode}, see above)")
+    # our own child, same interpreter and code: pickle is the plain way back
+    result = pickle.loads(proc.stdout)
+    if isinstance(result, str):
+        raise DiscoveryFailed(result)
+    node: Node = result
+    return node
+
+
+def _child() -> int:
+    import pickle
+    import sys
+
+    settings = pickle.load(sys.stdin.buffer)
+    result: Node | str
+    try:
+        result = discover_node(settings)
+    except init_errors() as error:
+        result = str(error)
+    sys.stdout.buffer.write(pickle.dumps(result))
+    return 0
+
+
+def write_spec(text: str, path: str) -> str:
+    """Write spec `text` to `path` as `gpu-cdi generate --output path` would; what happened,
+    as generate says it (`written`, `unchanged, not rewritten`). GenerateError, WriteError."""
     import io
 
     from cdi.nvidia import generate
 
-    target = generate.output_target(path, None, False)
-    text = generate.render(node.built, target.fmt, None, target.path)
     said = io.StringIO()
-    generate.emit(text, target, io.StringIO(), said)
+    generate.emit(text, generate.output_target(path, None, False), io.StringIO(), said)
     return said.getvalue().strip()
+
+
+if __name__ == "__main__":
+    # run the importable twin of this module, so the pickle names device_plugin.node.Node
+    from device_plugin import node as importable
+
+    raise SystemExit(importable._child())

@@ -142,6 +142,7 @@ class PluginServer:
         self.service = service
         self.path = path
         self.server: grpc.Server | None = None
+        self.executor: futures.ThreadPoolExecutor | None = None
         self._inode: tuple[int, int, int] | None = None
 
     def start(self) -> None:
@@ -152,7 +153,8 @@ class PluginServer:
             raise OSError(f"cannot serve on {self.path}: {folder} is not a directory")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-        server = grpc.server(futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="dp"))
+        self.executor = futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="dp")
+        server = grpc.server(self.executor)
         server.add_generic_rpc_handlers((service_handler("DevicePlugin", self.service),))
         try:
             bound = server.add_insecure_port(f"unix://{self.path}")
@@ -171,13 +173,23 @@ class PluginServer:
         """Whether our socket file is still in place (kubelet removes it when it restarts)."""
         return self.server is not None and file_identity(self.path) == self._inode
 
+    def replaced(self) -> bool:
+        """Whether another file took our socket's path (another plugin process took over)."""
+        now = file_identity(self.path)
+        return self.server is not None and now is not None and now != self._inode
+
     def stop(self, grace: float | None = None) -> None:
         """Stop serving and remove our socket (if it is still ours)."""
         if self.server is None:
             return
         mine = self.alive()
-        self.server.stop(grace)
+        # grpcio unlinks the socket path when it stops, whoever's file is there by then: wait
+        # for that before a new socket is made at the same path
+        self.server.stop(grace).wait((grace or 0) + 5)
         self.server = None
+        if self.executor is not None:  # grpcio leaves its workers to whoever made them
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
         if mine:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)

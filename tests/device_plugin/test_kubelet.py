@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from device_plugin.api import HEALTHY, VERSION
+from device_plugin.server import file_identity
 from tests.device_plugin.kubelet import FakeKubelet, plugin_sockets
 from tests.device_plugin.support import INVENTORIES, Plugin
 
@@ -137,14 +138,15 @@ def test_kubelet_restart_means_registering_again(kubelet: FakeKubelet, tmp_path:
         kubelet.wait_for(lambda: kubelet.registered("nvidia.com/gpu"), what="registration")
         for _ in range(2):
             restarted = time.monotonic()
-            kubelet.restart()
-            assert plugin_sockets(kubelet.dir) == []  # kubelet wiped the plugin's socket
+            before = file_identity(str(kubelet.dir / "gpu-cdi-gpu.sock"))
+            kubelet.restart()  # wipes the directory, the plugin's socket with it
             kubelet.wait_for(
                 lambda at=restarted: kubelet.registered("nvidia.com/gpu", after=at),  # type: ignore[misc]
                 timeout=5,
                 what="registration after the restart",
             )
             assert plugin_sockets(kubelet.dir) == ["gpu-cdi-gpu.sock"]
+            assert file_identity(str(kubelet.dir / "gpu-cdi-gpu.sock")) != before  # a new one
             kubelet.wait_for(lambda: len(kubelet.healthy("nvidia.com/gpu")) == 8, what="the list")
             _, response = kubelet.allocate("nvidia.com/gpu", 1)
             assert response.envs["NVIDIA_VISIBLE_DEVICES"].startswith("GPU-")
@@ -215,3 +217,32 @@ def test_register_request_is_what_kubelet_expects(kubelet: FakeKubelet, tmp_path
     assert request.version == VERSION
     assert request.endpoint == "gpu-cdi-gpu.sock"  # relative to kubelet's directory
     assert request.options.get_preferred_allocation_available
+
+
+def test_a_second_plugin_takes_over_without_a_fight(kubelet: FakeKubelet, tmp_path: Path) -> None:
+    old = Plugin(
+        ["--kubelet-socket", str(kubelet.socket), "--inventory", DGX], tmp_path / "old.log"
+    )
+    with old:
+        kubelet.wait_for(lambda: kubelet.registered("nvidia.com/gpu"), what="registration")
+        started = time.monotonic()
+        with Plugin(
+            ["--kubelet-socket", str(kubelet.socket), "--inventory", DGX], tmp_path / "new.log"
+        ) as new:
+            kubelet.wait_for(
+                lambda: kubelet.registered("nvidia.com/gpu", after=started), what="the new one"
+            )
+            old.wait_log("is served by another process now; leaving it")
+            time.sleep(1.0)
+            assert old.log().count("served by another process") == 1
+            assert len(kubelet.registrations) == 2  # no flapping
+            # the old one goes (grpcio removes the socket path as it stops): the new one
+            # serves and registers again
+            stopped = time.monotonic()
+            assert old.stop() == 0
+            kubelet.wait_for(
+                lambda: kubelet.registered("nvidia.com/gpu", after=stopped), what="re-registration"
+            )
+            _, response = kubelet.allocate("nvidia.com/gpu", 1)
+            assert response.envs["NVIDIA_VISIBLE_DEVICES"].startswith("GPU-")
+            assert "Traceback" not in new.log() + old.log()
