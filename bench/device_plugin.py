@@ -153,7 +153,7 @@ def health_case(kubelet: FakeKubelet, host: Any, events: int) -> dict[str, float
 
     thread = threading.Thread(target=waiter, daemon=True)
     thread.start()
-    migs_of = {i: {m.uuid for m in g.migs} for i, g in enumerate(kubelet_inventory(host).gpus)}
+    migs_of = {g.index: {m.uuid for m in g.mig_devices} for g in host.topology.gpus}
     ours, anchor = [], []
     for k in range(events):
         gpu = k % len(migs_of)
@@ -179,12 +179,6 @@ def health_case(kubelet: FakeKubelet, host: Any, events: int) -> dict[str, float
         "health_max_s": max(ours),
         "health_anchor_s": percentile(anchor, 50),
     }
-
-
-def kubelet_inventory(host: Any) -> Any:
-    from cdi.nvidia.inventory import load
-
-    return load(str(INVENTORIES / "scale-64.yaml"))
 
 
 def bare_rss(base: Path) -> float:

@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             print(f"note: {note}", file=sys.stderr)
         sys.stdout.write(describe(node))
         return 0
+    from device_plugin.daemon import one_malloc_arena
+
+    one_malloc_arena()
     daemon.install_signals()
     return daemon.run()
 

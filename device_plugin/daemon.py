@@ -2,8 +2,9 @@
 
 Threads: the main one waits for signals and reloads; one registration thread (kubelet.py); one
 NVML health thread (watch.py); grpcio's workers per resource server. SIGTERM/SIGINT stop it
-(sockets removed); SIGHUP, or a GPU that NVML loses or finds again, makes it discover the node
-again: files are rewritten when they change, servers replaced when the devices do.
+(sockets removed); SIGHUP (after a MIG reconfiguration, say), or a GPU that failed discovery
+and answers now, makes it discover the node again: files are rewritten when they change,
+servers replaced when the devices do. A GPU lost while served stays offered, Unhealthy.
 """
 
 from __future__ import annotations
@@ -103,15 +104,11 @@ class Daemon:
         for note in node.notes:
             log.warning("%s", note)
         self._write_files(node)
-        for gpu in node.inventory.gpus:
-            if gpu.error and gpu.uuid:
-                self.board.mark(gpu.uuid, "lost", gpu.error)
+        self._mark_failed(node)
         if self.watcher is None and node.library and self.policy.enabled:
             gpus = node.inventory.gpus
             presence = self.reload.set
-            self.watcher = Watcher(
-                node.library, gpus, self.board, self.policy, on_presence=presence
-            )
+            self.watcher = Watcher(node.library, gpus, self.board, self.policy, on_found=presence)
             self.watcher.start()
         elif node.library is None or not self.policy.enabled:
             why = "--inventory" if node.library is None else "DP_DISABLE_HEALTHCHECKS=all"
@@ -178,6 +175,16 @@ class Daemon:
             except (WriteError, OSError) as error:
                 log.error("cannot write the node labels: %s", error)
 
+    def _mark_failed(self, node: Node) -> None:
+        """A GPU NVML failed at discovery is offered Unhealthy (it is not in the spec) until a
+        discovery goes through."""
+        for gpu in node.inventory.gpus:
+            if gpu.error and gpu.uuid:
+                if self.board.mark(gpu.uuid, "discovery", gpu.error):
+                    log.warning("%s is unhealthy: %s", gpu.uuid, gpu.error)
+            elif gpu.uuid:
+                self.board.clear(gpu.uuid, "discovery")
+
     def _rediscover(self) -> None:
         try:
             node = discover_apart(self.settings)
@@ -188,7 +195,9 @@ class Daemon:
         self._write_files(node)
         if old is not None and node.fingerprint() == old.fingerprint():
             self.node = node
+            self._mark_failed(node)
             log.info("node discovered again: the same devices")
+            release_memory()
             return
         log.info("node discovered again: the devices changed, serving them anew")
         for note in node.notes:
@@ -198,6 +207,20 @@ class Daemon:
             self.watcher.stop()
             self.watcher = None
         self._start(node)
+        release_memory()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def one_malloc_arena() -> None:
+    """One malloc arena for every thread (glibc makes one per thread otherwise: about 1 MB of
+    resident memory here for nothing, the plugin answers one kubelet at a time). Call it before
+    threads start."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1)
 
 
 def release_memory() -> None:

@@ -3,9 +3,9 @@ writes it) and every ListAndWatch stream and Allocate (which read it).
 
 A device is unhealthy while it, or the GPU it lives on, has at least one cause. Causes are
 keyed, so each clears on its own: `xid` stays (as in NVIDIA's plugin: an XID that needs
-attention needs a person), `lost` (a GPU NVML does not find, or failed at discovery) clears
-when NVML finds it again, `watch` when its events can be registered, `nvml` when NVML answers
-again.
+attention needs a person), `lost` (a GPU NVML does not find) clears when NVML finds it again,
+`watch` when its events can be registered, `nvml` when NVML answers again, `discovery` (NVML
+failed on the GPU at discovery, so the spec lacks it) when a discovery goes through.
 
 Which XIDs count follows NVIDIA's plugin: the application errors 13, 31, 43, 45, 68 and 109 are
 skipped; `DP_DISABLE_HEALTHCHECKS` (`all`, `xids`, or XID numbers) adds to them and

@@ -3,9 +3,10 @@
 As in NVIDIA's plugin: the event mask is XidCriticalError | DoubleBitEccError |
 SingleBitEccError (what each GPU supports of it); only XID events act, and an XID on a MIG
 device's GPU/compute instance marks that MIG device, on the whole GPU every device on it.
-Beyond it: a GPU that NVML no longer finds, or that failed discovery (`lost`), a GPU whose
-events cannot be registered (`watch`) and a failing event wait (`nvml`) all recover by
-themselves when NVML answers again, checked by a probe of every GPU each `probe_seconds`.
+Beyond it: a GPU that NVML no longer finds (`lost`), a GPU whose events cannot be registered
+(`watch`) and a failing event wait (`nvml`) all recover by themselves when NVML answers again,
+checked by a probe of every GPU each `probe_seconds`; a GPU that failed discovery and answers
+the probe asks for a new discovery (`on_found`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from cdi.nvidia.inventory import Gpu
 from device_plugin.health import Board, MigRef, XidPolicy, affected, xid_text
+from device_plugin.nvmlevents import NOT_SUPPORTED, EventData, Nvml, NvmlError
 
 log = logging.getLogger("gpu_cdi.device_plugin.health")
 
@@ -38,7 +39,7 @@ class Watcher:
         *,
         wait_ms: int = 500,
         probe_seconds: float = 1.0,
-        on_presence: Callable[[], None] = lambda: None,
+        on_found: Callable[[], None] = lambda: None,
     ) -> None:
         self.library = library
         self.gpus = [g for g in gpus if g.uuid]
@@ -47,13 +48,14 @@ class Watcher:
         self.policy = policy
         self.wait_ms = wait_ms
         self.probe_seconds = probe_seconds
-        self.on_presence = on_presence  # a GPU was lost or came back
+        # GPUs that failed discovery: when one answers, the node is worth discovering again
+        self.failed = {g.uuid for g in self.gpus if g.error}
+        self.on_found = on_found
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="nvml-health", daemon=True)
         self._registered: set[str] = set()
         self._wait_failing = False
-        # events name the GPU by handle; a lost GPU's handle cannot tell its UUID any more
-        self._by_handle: dict[int | None, str] = {}
+        self._by_handle: dict[int, str] = {}
 
     def start(self) -> None:
         """Start watching."""
@@ -86,7 +88,7 @@ class Watcher:
     # -- the thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        from cdi.nvidia.nvml import Nvml, NvmlError
+        from device_plugin.nvmlevents import Nvml, NvmlError
 
         said = ""
         backoff = 1.0
@@ -103,44 +105,44 @@ class Watcher:
                 continue
             with session:
                 self._clear_all("nvml")
-                self._watch(session.nv)
+                self._watch(session)
             return
 
-    def _watch(self, nv: Any) -> None:
+    def _watch(self, nv: Nvml) -> None:
         try:
-            event_set = nv.nvmlEventSetCreate()
-        except nv.NVMLError as error:
+            event_set: int | None = nv.event_set()
+        except NvmlError as error:
             log.warning("NVML has no events (%s): no XID checks, only lost GPUs noticed", error)
             event_set = None
         try:
             for gpu in self.gpus:
                 self._register(nv, event_set, gpu)
+            what = "XID events and presence" if event_set is not None else "presence"
+            log.info("health checks on: %s of %d GPUs", what, len(self.gpus))
             next_probe = time.monotonic() + self.probe_seconds
             while not self.stopping.is_set():
                 data = self._wait(nv, event_set)
                 if data is not None:
-                    self._event(nv, data)
+                    self._event(data)
                 if time.monotonic() >= next_probe:
                     self._probe(nv, event_set)
                     next_probe = time.monotonic() + self.probe_seconds
         finally:
             if event_set is not None:
                 try:
-                    nv.nvmlEventSetFree(event_set)
-                except nv.NVMLError as error:
+                    nv.free(event_set)
+                except NvmlError as error:
                     log.debug("nvmlEventSetFree: %s", error)
 
-    def _wait(self, nv: Any, event_set: object | None) -> Any:
+    def _wait(self, nv: Nvml, event_set: int | None) -> EventData | None:
         """The next event within wait_ms, or None; a failing wait marks every GPU until a
         wait works again (NVIDIA's plugin marks them for good)."""
         if event_set is None:
             self.stopping.wait(self.wait_ms / 1000)
             return None
         try:
-            data = nv.nvmlEventSetWait_v2(event_set, self.wait_ms)
-        except nv.NVMLError_Timeout:
-            data = None
-        except nv.NVMLError as error:
+            data = nv.wait(event_set, self.wait_ms)
+        except NvmlError as error:
             if not self._wait_failing:
                 log.error("NVML event wait failing: %s", error)
             self._wait_failing = True
@@ -153,32 +155,32 @@ class Watcher:
             self._clear_all("nvml")
         return data
 
-    def _register(self, nv: Any, event_set: object | None, gpu: Gpu) -> bool:
+    def _register(self, nv: Nvml, event_set: int | None, gpu: Gpu) -> bool:
         """Register `gpu`'s events; mark it when that fails (but not when it is too old)."""
         if event_set is None:
             self._registered.add(gpu.uuid)
             return True
         try:
-            handle = nv.nvmlDeviceGetHandleByUUID(gpu.uuid)
-            mask = EVENT_MASK & nv.nvmlDeviceGetSupportedEventTypes(handle)
-            nv.nvmlDeviceRegisterEvents(handle, mask, event_set)
-            self._by_handle[_address(handle)] = gpu.uuid
-        except nv.NVMLError_NotSupported:
+            handle = nv.handle(gpu.uuid)
+            nv.register(handle, EVENT_MASK & nv.supported_events(handle), event_set)
+            self._by_handle[handle] = gpu.uuid
+        except NvmlError as error:
+            if error.code != NOT_SUPPORTED:
+                self._mark(gpu.uuid, "watch", f"NVML cannot watch it: {error}")
+                return False
             if gpu.uuid not in self._registered:
                 log.warning("%s: NVML has no events for this GPU: no XID checks", gpu.uuid)
-        except nv.NVMLError as error:
-            self._mark(gpu.uuid, "watch", f"NVML cannot watch it: {error}")
-            return False
         self._registered.add(gpu.uuid)
         self._clear(gpu.uuid, "watch")
         return True
 
-    def _event(self, nv: Any, data: Any) -> None:
+    def _event(self, data: EventData) -> None:
         if not data.eventType & XID_EVENT:
             log.debug("NVML event 0x%x ignored (only XIDs count)", data.eventType)
             return
         xid = int(data.eventData)
-        uuid = self._by_handle.get(_address(data.device))
+        # events name the GPU by handle; a lost GPU's handle cannot tell its UUID any more
+        uuid = self._by_handle.get(data.device or 0)
         if uuid is None:
             log.error("%s on a GPU this plugin does not know: all GPUs marked", xid_text(xid))
             if self.policy.critical(xid):
@@ -191,31 +193,23 @@ class Watcher:
         for hit in affected(uuid, gi, ci, self.migs.get(uuid, ())):
             self._mark(hit, "xid", xid_text(xid))
 
-    def _probe(self, nv: Any, event_set: object | None) -> None:
-        """Is every GPU still there? Lost ones are marked, returning ones cleared."""
-        changed = False
+    def _probe(self, nv: Nvml, event_set: int | None) -> None:
+        """Is every GPU still there? Lost ones are marked, returning ones cleared; a GPU that
+        failed discovery and answers now calls `on_found`."""
+        found = False
         for gpu in self.gpus:
             try:
-                handle = nv.nvmlDeviceGetHandleByUUID(gpu.uuid)
-                nv.nvmlDeviceGetMemoryInfo(handle)
-            except nv.NVMLError_NotSupported:
-                pass
-            except nv.NVMLError as error:
-                changed |= not self.board.has(gpu.uuid, "lost")
-                self._mark(gpu.uuid, "lost", f"NVML does not find it: {error}")
-                self._registered.discard(gpu.uuid)
-                continue
-            if self.board.has(gpu.uuid, "lost"):
-                changed = True
-                self._clear(gpu.uuid, "lost")
+                nv.memory(nv.handle(gpu.uuid))
+            except NvmlError as error:
+                if error.code != NOT_SUPPORTED:
+                    self._mark(gpu.uuid, "lost", f"NVML does not find it: {error}")
+                    self._registered.discard(gpu.uuid)
+                    continue
+            self._clear(gpu.uuid, "lost")
             if gpu.uuid not in self._registered:
                 self._register(nv, event_set, gpu)
-        if changed:
-            self.on_presence()
-
-
-def _address(handle: object) -> int | None:
-    """The address an NVML handle points at: the same GPU gives the same handle."""
-    import ctypes
-
-    return ctypes.cast(handle, ctypes.c_void_p).value  # type: ignore[arg-type]
+            if gpu.uuid in self.failed:
+                self.failed.discard(gpu.uuid)
+                found = True
+        if found:
+            self.on_found()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 
@@ -69,3 +70,22 @@ def test_board_wakes_waiters_on_change() -> None:
     waiter.join(5)
     assert woke and woke[0] < 1.0
     assert board.wait(version, 0.01) == board.version != version
+
+
+def test_the_watchers_nvml_structures_are_pynvmls() -> None:
+    import pynvml
+
+    from device_plugin import nvmlevents
+
+    for ours, theirs in (
+        (nvmlevents.EventData, pynvml.c_nvmlEventData_t),
+        (nvmlevents.Memory, pynvml.c_nvmlMemory_t),
+    ):
+        assert [name for name, _ in ours._fields_] == [name for name, _ in theirs._fields_]
+        assert ctypes.sizeof(ours) == ctypes.sizeof(theirs)
+        for name, _ in ours._fields_:
+            assert getattr(ours, name).offset == getattr(theirs, name).offset
+            assert getattr(ours, name).size == getattr(theirs, name).size
+    assert nvmlevents.TIMEOUT == pynvml.NVML_ERROR_TIMEOUT
+    assert nvmlevents.NOT_SUPPORTED == pynvml.NVML_ERROR_NOT_SUPPORTED
+    assert nvmlevents.FUNCTION_NOT_FOUND == pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
