@@ -233,14 +233,16 @@ def release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)  # glibc only
 
 
-def describe(node: Node, board: Board | None = None) -> str:
+def describe(node: Node) -> str:
     """The resources and devices as a table (`--list`)."""
+    failing = {g.uuid: g.error for g in node.inventory.gpus if g.error}
     rows = [("RESOURCE", "DEVICE ID", "CDI NAME", "NUMA", "HEALTH")]
     for resource in node.resources:
         for device in resource.devices:
-            why = board.why(device.uuid, device.gpu_uuid) if board is not None else None
+            why = failing.get(device.gpu_uuid)
             numa = "-" if device.numa is None else str(device.numa)
-            rows.append((resource.name, device.id, device.name, numa, why or "Healthy"))
+            health = f"Unhealthy: {why}" if why else "Healthy"
+            rows.append((resource.name, device.id, device.name, numa, health))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     return "".join(line.rstrip() + "\n" for line in lines)

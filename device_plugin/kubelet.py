@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import grpc
 
 from device_plugin.api import VERSION, Stub, pb
-from device_plugin.server import PluginServer, file_identity
+from device_plugin.server import PluginServer, file_identity, options
 
 log = logging.getLogger("gpu_cdi.device_plugin")
 
@@ -50,7 +50,6 @@ class Registrar:
         self.poll = poll
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="kubelet", daemon=True)
-        self.registrations = 0  # successful Register calls, for tests and benchmarks
 
     def start(self) -> None:
         """Start the registration thread."""
@@ -139,7 +138,7 @@ class Registrar:
             version=VERSION,
             endpoint=os.path.basename(entry.server.path),
             resource_name=resource.name,
-            options=pb.DevicePluginOptions(get_preferred_allocation_available=True),
+            options=options(),
         )
         try:
             with grpc.insecure_channel(f"unix://{self.kubelet_socket}") as channel:
@@ -152,7 +151,6 @@ class Registrar:
             if code == grpc.StatusCode.UNAVAILABLE:
                 return f"kubelet at {self.kubelet_socket} does not answer ({details})"
             return f"kubelet refused to register {resource.name}: {details}"
-        self.registrations += 1
         log.info(
             "registered %s with kubelet: %d devices on %s",
             resource.name,

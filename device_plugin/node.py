@@ -146,7 +146,7 @@ def discover_node(settings: Settings) -> Node:
     del built
     numa = topology.numa_nodes(settings.host_root, inv.gpus) if library else {}
     offered, notes = resources.build(inv, settings, names, numa)
-    links = topology.Links(numa={g.nvml_index: numa[g.pci] for g in inv.gpus if g.pci in numa})
+    links = topology.Links(numa=topology.numa_by_index(inv.gpus, numa))
     facts = None
     if library is not None:
         with contextlib.suppress(NvmlError), Nvml(library) as nvml:
@@ -167,6 +167,9 @@ def init_errors() -> tuple[type[Exception], ...]:
     return (DiscoveryError, InventoryError, ResourceError, GenerateError)
 
 
+DISCOVERY_TIMEOUT = 300
+
+
 class DiscoveryFailed(Exception):
     """Discovery in the child process failed; the message is its one line."""
 
@@ -179,13 +182,18 @@ def discover_apart(settings: Settings) -> Node:
     import subprocess
     import sys
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "device_plugin.node"],
-        input=pickle.dumps(settings),
-        stdout=subprocess.PIPE,
-        timeout=600,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "device_plugin.node"],
+            input=pickle.dumps(settings),
+            stdout=subprocess.PIPE,
+            timeout=DISCOVERY_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DiscoveryFailed(
+            f"node discovery did not finish in {DISCOVERY_TIMEOUT} s (NVML hanging?)"
+        ) from None
     if proc.returncode != 0:
         raise DiscoveryFailed(f"node discovery failed (exit status {proc.returncode}, see above)")
     # our own child, same interpreter and code: pickle is the plain way back
@@ -197,16 +205,21 @@ def discover_apart(settings: Settings) -> Node:
 
 
 def _child() -> int:
+    import os
     import pickle
     import sys
 
     settings = pickle.load(sys.stdin.buffer)
+    # the answer goes to the real stdout; anything a library prints goes to stderr
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     result: Node | str
     try:
         result = discover_node(settings)
     except init_errors() as error:
         result = str(error)
-    sys.stdout.buffer.write(pickle.dumps(result))
+    with answer:
+        answer.write(pickle.dumps(result))
     return 0
 
 

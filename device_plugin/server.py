@@ -27,6 +27,11 @@ WORKERS = 4  # one held by kubelet's ListAndWatch; Allocate calls come one pod a
 WATCH_TICK = 1.0  # how often an idle ListAndWatch checks that kubelet is still there
 
 
+def options() -> pb.DevicePluginOptions:
+    """What kubelet may call: GetPreferredAllocation yes, PreStartContainer no (nothing to do)."""
+    return pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True)
+
+
 class Service:
     """DevicePlugin for one resource; method names are the .proto's."""
 
@@ -62,10 +67,8 @@ class Service:
     def GetDevicePluginOptions(
         self, request: pb.Empty, context: grpc.ServicerContext
     ) -> pb.DevicePluginOptions:
-        """What kubelet may call: GetPreferredAllocation yes, PreStartContainer no."""
-        return pb.DevicePluginOptions(
-            pre_start_required=False, get_preferred_allocation_available=True
-        )
+        """The options, as registered."""
+        return options()
 
     def ListAndWatch(
         self, request: pb.Empty, context: grpc.ServicerContext
@@ -183,8 +186,8 @@ class PluginServer:
         if self.server is None:
             return
         mine = self.alive()
-        # grpcio unlinks the socket path when it stops, whoever's file is there by then: wait
-        # for that before a new socket is made at the same path
+        # grpcio unlinks the socket path as it stops, whoever's file is there by then: wait for
+        # that before a new socket is made at the same path
         self.server.stop(grace).wait((grace or 0) + 5)
         self.server = None
         if self.executor is not None:  # grpcio leaves its workers to whoever made them

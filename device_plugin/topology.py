@@ -117,5 +117,9 @@ def from_nvml(nv: Any, gpus: Sequence[Gpu], numa: Mapping[str, int]) -> Links:
             level = _optional(nv, nv.nvmlDeviceGetTopologyCommonAncestor, handles[a], handles[b])
             if level is not None:
                 levels[(a, b)] = int(level)
-    by_index = {g.nvml_index: numa[g.pci] for g in gpus if g.pci in numa}
-    return Links(nvlinks, levels, by_index)
+    return Links(nvlinks, levels, numa_by_index(gpus, numa))
+
+
+def numa_by_index(gpus: Sequence[Gpu], numa: Mapping[str, int]) -> dict[int, int]:
+    """NUMA nodes by NVML index, from NUMA nodes by PCI address."""
+    return {g.nvml_index: numa[g.pci] for g in gpus if g.pci in numa}
