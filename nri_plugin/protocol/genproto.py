@@ -32,7 +32,7 @@ class GenprotoError(Exception):
 
 
 def generate(out_dir: Path, protos: tuple[str, ...] = PROTOS) -> dict[str, str]:
-    """Run protoc on `protos` (paths under specs/) into `out_dir`; return {name in gen/: content}."""
+    """Run protoc on `protos` (under specs/) into `out_dir`; return {name in gen/: content}."""
     # grpcio-tools is a development dependency only, hence the late import.
     import grpc_tools  # type: ignore[import-untyped]
     from grpc_tools import protoc
