@@ -14,7 +14,6 @@ Pure functions: the health verdict comes in as a callable.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import attrs
 
@@ -43,20 +42,6 @@ class Handout:
     annotation_prefix: str = ANNOTATION_PREFIX
     # spec device name -> its nodes, plus "" -> the spec-wide nodes; None: --pass-device-specs off
     nodes: Mapping[str, Nodes] | None = None
-
-
-def spec_nodes(spec: Mapping[str, Any]) -> dict[str, Nodes]:
-    """Device nodes of CDI spec data by device name; "" holds the spec-wide ones."""
-
-    def nodes(edits: Mapping[str, Any]) -> Nodes:
-        return tuple(
-            (node["path"], node.get("hostPath", node["path"]))
-            for node in edits.get("deviceNodes", ())
-        )
-
-    out = {device["name"]: nodes(device["containerEdits"]) for device in spec["devices"]}
-    out[""] = nodes(spec.get("containerEdits", {}))
-    return out
 
 
 def annotation_key_for(resource: str, prefix: str = ANNOTATION_PREFIX) -> str:

@@ -16,7 +16,8 @@ from typing import Any
 
 import attrs
 
-from cdi.names import ANNOTATION_PREFIX, class_error, quote, vendor_error
+from cdi.errors import quote
+from cdi.names import ANNOTATION_PREFIX, class_error, vendor_error
 
 MIG_STRATEGIES = ("none", "single", "mixed")
 DEVICE_LIST_STRATEGIES = ("envvar", "volume-mounts", "cdi-annotations", "cdi-cri")
@@ -90,14 +91,18 @@ def setting(
     default: Any,
     *,
     flag: str,
-    help: str,
+    help: str = "",
     kind: str = "text",
     env: str = "",
     key: str = "",
     choices: Sequence[str] = (),
     metavar: str = "",
+    shared: bool = False,
+    dest: str = "",
 ) -> Any:
-    """A Settings field: its flag, env var, config key (dotted), type and help."""
+    """A Settings field: its flag, env var, config key (dotted), type and help. `shared`: the
+    flag is one of gpu-cdi generate's discovery flags, declared there (`dest` its argparse
+    name when it differs from the field's)."""
     return attrs.field(
         default=default,
         metadata={
@@ -108,6 +113,8 @@ def setting(
             "choices": tuple(choices),
             "help": help,
             "metavar": metavar,
+            "shared": shared,
+            "dest": dest,
         },
     )
 
@@ -161,14 +168,15 @@ class Settings:
         kind="bool",
         help="exit when there is no driver or NVML fails; false: wait and retry (default true)",
     )
+    # Where the node is: gpu-cdi generate's flags (cdi.nvidia.commands.add_discovery_flags
+    # declares them and their help), with NVIDIA's environment variables and config keys.
     driver_root: str = setting(
         "/",
         flag="--driver-root",
         env="NVIDIA_DRIVER_ROOT",
         key="flags.nvidiaDriverRoot",
         kind="path",
-        metavar="DIR",
-        help="root the driver files are under, e.g. /run/nvidia/driver (default /)",
+        shared=True,
     )
     dev_root: str | None = setting(
         None,
@@ -176,33 +184,14 @@ class Settings:
         env="NVIDIA_DEV_ROOT",
         key="flags.nvidiaDevRoot",
         kind="optional_path",
-        metavar="DIR",
-        help="root the /dev nodes are under (default: the driver root)",
+        shared=True,
     )
-    host_root: str = setting(
-        "/",
-        flag="--host-root",
-        env="HOST_ROOT",
-        key="flags.hostRoot",
-        kind="path",
-        metavar="DIR",
-        help="root of the host's /proc and /sys (default /)",
-    )
+    host_root: str = setting("/", flag="--host-root", kind="path", shared=True)
+    proc_sys_root: str = setting("/", flag="--proc-sys-root", kind="path", shared=True)
     library_search_paths: tuple[str, ...] = setting(
-        (),
-        flag="--library-search-path",
-        kind="paths",
-        metavar="DIR",
-        help="extra driver library directory (repeatable)",
+        (), flag="--library-search-path", kind="paths", shared=True, dest="library_search_path"
     )
-    inventory: str | None = setting(
-        None,
-        flag="--inventory",
-        kind="optional_file",
-        metavar="FILE",
-        help="serve the devices of a saved inventory (gpu-cdi inventory): no NVML, no health "
-        "checks",
-    )
+    inventory: str | None = setting(None, flag="--inventory", kind="optional_file", shared=True)
     device_list_strategy: tuple[str, ...] = setting(
         ("envvar",),
         flag="--device-list-strategy",
@@ -306,6 +295,19 @@ class Settings:
         """The CDI kind of the names handed out, `vendor/class`."""
         return f"{self.cdi_vendor}/{self.cdi_class}"
 
+    @property
+    def roots(self) -> Any:
+        """Where the node is, as discovery takes it (`cdi.nvidia.roots.Roots`)."""
+        from cdi.nvidia.roots import Roots
+
+        return Roots(
+            driver_root=self.driver_root,
+            dev_root=self.dev_root or self.driver_root,
+            host_root=self.host_root,
+            proc_sys_root=self.proc_sys_root,
+            library_search_paths=self.library_search_paths,
+        )
+
 
 FIELDS = tuple(f for f in attrs.fields(Settings) if "flag" in f.metadata)
 
@@ -315,10 +317,17 @@ FIELDS = tuple(f for f in attrs.fields(Settings) if "flag" in f.metadata)
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The command-line parser; every setting's flag, with no defaults (unset stays None)."""
+    from cdi.nvidia.commands import add_discovery_flags
+
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_discovery_flags(parser)
+    by_flag = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
     for field in FIELDS:
         meta = field.metadata
         extra = f" [env {meta['env']}]" if meta["env"] else ""
+        if meta["shared"]:
+            by_flag[meta["flag"]].help = (by_flag[meta["flag"]].help or "") + extra
+            continue
         kw: dict[str, Any] = {"dest": field.name, "default": None, "help": meta["help"] + extra}
         if meta["kind"] in ("strings", "paths"):
             kw["action"] = "append"
@@ -353,11 +362,12 @@ def _convert(field: attrs.Attribute[Any], where: str, value: object) -> Any:
 
 def from_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line."""
-    return {
-        f.name: _convert(f, f"command line: {f.metadata['flag']}", getattr(args, f.name))
-        for f in FIELDS
-        if getattr(args, f.name, None) is not None
-    }
+    out = {}
+    for f in FIELDS:
+        value = getattr(args, f.metadata["dest"] or f.name, None)
+        if value is not None and value != []:  # unset (an appending flag: empty)
+            out[f.name] = _convert(f, f"command line: {f.metadata['flag']}", value)
+    return out
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -480,10 +490,11 @@ def _check(settings: Settings) -> Settings:
         )
     if not settings.device_list_strategy:
         raise ConfigError("device-list-strategy: at least one strategy is needed")
-    if settings.inventory and settings.library_search_paths:
+    mount = settings.host_root != "/" or settings.proc_sys_root != "/"
+    if settings.inventory and (mount or settings.library_search_paths):
         raise ConfigError(
-            "--inventory conflicts with --library-search-path: a saved inventory is not "
-            "discovered again"
+            "--inventory conflicts with --host-root, --proc-sys-root and "
+            "--library-search-path: a saved inventory is not discovered again"
         )
     return settings
 

@@ -83,14 +83,6 @@ def text(node: Node, mig_strategy: str) -> str:
 
 def write(node: Node, mig_strategy: str, path: str) -> bool:
     """Write the feature file atomically; False when it already said the same."""
-    from cdi.writer import write_atomic
+    from cdi.writer import write_text
 
-    data = text(node, mig_strategy)
-    try:
-        with open(path, encoding="utf-8") as stream:
-            if stream.read() == data:
-                return False
-    except (OSError, UnicodeDecodeError):
-        pass
-    write_atomic(path, data.encode())
-    return True
+    return write_text(path, text(node, mig_strategy))

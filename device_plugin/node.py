@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from cdi.nvidia.inventory import Inventory
-from device_plugin.allocate import Nodes, spec_nodes
+from device_plugin.allocate import Nodes
 from device_plugin.config import Settings
 from device_plugin.resources import Resource
 from device_plugin.topology import Links
@@ -58,8 +58,8 @@ class Node:
 
 
 def _inventory(settings: Settings) -> tuple[Inventory, str | None]:
-    from cdi.nvidia import driver, inventory
-    from cdi.nvidia.discover import NVML_LIBRARY, discover
+    from cdi.nvidia import inventory
+    from cdi.nvidia.discover import discover, nvml_library
 
     if settings.inventory:
         inv = inventory.load(settings.inventory)
@@ -70,15 +70,7 @@ def _inventory(settings: Settings) -> tuple[Inventory, str | None]:
                 dev_root=settings.dev_root or settings.driver_root,
             )
         return inv, None
-    inv = discover(
-        settings.driver_root,
-        settings.dev_root,
-        settings.host_root,
-        settings.library_search_paths,
-        "nvml",
-    )
-    dirs = driver.library_dirs(settings.driver_root, settings.library_search_paths)
-    return inv, driver.find_library(settings.driver_root, dirs, NVML_LIBRARY)
+    return discover(settings.roots, "nvml"), nvml_library(settings.roots)
 
 
 def _facts(nv: Any, inv: Inventory) -> Facts:
@@ -138,13 +130,14 @@ def discover_node(settings: Settings) -> Node:
 
         built = build(inv, options)
         target = generate.output_target(settings.cdi_spec_file, None, False)
-        text = generate.render(built, target.fmt, None, target.path)
+        text = generate.render(built, target.fmt, None)
     else:  # whether a device is in the spec does not depend on how it is named
         built = build(inv, options._replace(strategies=(settings.device_id_strategy,)))
-    names = {device["name"] for device in built.data["devices"]}
-    nodes = spec_nodes(built.data) if settings.pass_device_specs else None
+    names = {device.name for device in built.spec.devices}
+    nodes = spec_nodes(built.spec) if settings.pass_device_specs else None
     del built
-    numa = topology.numa_nodes(settings.host_root, inv.gpus) if library else {}
+    proc_sys = settings.roots.locate().proc_sys if library else ""
+    numa = topology.numa_nodes(proc_sys, inv.gpus) if library else {}
     offered, notes = resources.build(inv, settings, names, numa)
     links = topology.Links(numa=topology.numa_by_index(inv.gpus, numa))
     facts = None
@@ -223,16 +216,25 @@ def _child() -> int:
     return 0
 
 
+def spec_nodes(spec: Any) -> dict[str, Nodes]:
+    """Device nodes of a `cdi.spec.Spec` by device name; "" holds the spec-wide ones."""
+
+    def nodes(edits: Any) -> Nodes:
+        return tuple((n.path, n.host_path or n.path) for n in edits.device_nodes)
+
+    out = {device.name: nodes(device.container_edits) for device in spec.devices}
+    out[""] = nodes(spec.container_edits)
+    return out
+
+
 def write_spec(text: str, path: str) -> str:
     """Write spec `text` to `path` as `gpu-cdi generate --output path` would; what happened,
-    as generate says it (`written`, `unchanged, not rewritten`). GenerateError, WriteError."""
-    import io
-
+    as generate says it. WriteError when it cannot."""
     from cdi.nvidia import generate
+    from cdi.writer import write_text
 
-    said = io.StringIO()
-    generate.emit(text, generate.output_target(path, None, False), io.StringIO(), said)
-    return said.getvalue().strip()
+    target = generate.output_target(path, None, False).path
+    return f"{target}: {'written' if write_text(target, text) else 'unchanged, not rewritten'}"
 
 
 if __name__ == "__main__":

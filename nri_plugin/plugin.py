@@ -20,9 +20,8 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from cdi.errors import CdiError
+from cdi.errors import CdiError, quote
 from cdi.inject import merge_edits
-from cdi.names import quote
 from cdi.registry import Registry, ResolvedDevice, Snapshot
 from nri_plugin import adjust as adjust_mod
 from nri_plugin import config as config_mod
@@ -222,7 +221,7 @@ class GpuCdiPlugin(Plugin):
                     adjustment = adjust_mod.native_adjustment(names, extra)
                 else:
                     edits = merge_edits([devices[name] for name in names])
-                    adjustment = adjust_mod.resolved_adjustment(edits, extra)
+                    adjustment = adjust_mod.resolved_adjustment(edits, extra, config.host_root)
             except (CdiError, adjust_mod.AdjustError) as error:
                 raise self._fail(_HOST, pod, container, str(error)) from None
             tail = _logfmt(devices=",".join(names))

@@ -69,17 +69,28 @@ def test_daemonset_runs_generate_then_plugin_with_minimal_privileges() -> None:
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert "/var/run/nri" in mounts
     assert mounts["/etc/cdi"]["readOnly"] and mounts["/var/run/cdi"]["readOnly"]
-    assert device_plugin["command"][0] == "gpu-cdi-device-plugin"
-    mounts = {m["mountPath"]: m for m in device_plugin["volumeMounts"]}
-    assert set(mounts) == {"/var/lib/kubelet/device-plugins", "/host"}
-    assert mounts["/host"]["readOnly"]
+    # All read the node through its / mounted read-only at /host, and say so with --host-root.
+    volumes = {v["name"]: v for v in spec["volumes"]}
     for container in (init, main, device_plugin):
+        assert "--host-root=/host" in container["command"]
+        (host,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/host"]
+        assert host["readOnly"] is True
+        assert volumes[host["name"]]["hostPath"]["path"] == "/"
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert container["resources"]["limits"]["memory"]
+    # Only the generator is privileged: NVML must open /dev/nvidiactl and /dev/nvidiaN. The
+    # device plugin gets its GPUs from gpu-cdi-nri, as pods do.
+    assert init["securityContext"]["privileged"] is True
+    for container in (main, device_plugin):
         sc = container["securityContext"]
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert sc["allowPrivilegeEscalation"] is False
-        assert sc["readOnlyRootFilesystem"] is True
         assert "privileged" not in sc
-        assert container["resources"]["limits"]["memory"]
+    assert device_plugin["command"][0] == "gpu-cdi-device-plugin"
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"} in device_plugin["env"]
+    mounts = {m["mountPath"] for m in device_plugin["volumeMounts"]}
+    assert mounts == {"/var/lib/kubelet/device-plugins", "/host"}
     assert main["livenessProbe"] and main["readinessProbe"]
     assert spec["automountServiceAccountToken"] is False
 

@@ -9,11 +9,12 @@ from cdi.nvidia.build import Options, build
 from device_plugin import allocate, resources
 from device_plugin.allocate import AllocateError, Handout, annotation_key_for
 from device_plugin.config import Settings, SharedResource, TimeSlicing
+from device_plugin.node import spec_nodes
 from tests.device_plugin.support import INVENTORIES
 
 HOST = inventory.load(str(INVENTORIES / "dgx-a100.yaml"))
-SPEC = build(HOST, Options()).data
-NAMES = {d["name"] for d in SPEC["devices"]}
+SPEC = build(HOST, Options()).spec
+NAMES = {d.name for d in SPEC.devices}
 
 
 def resource(**settings: object) -> resources.Resource:
@@ -57,7 +58,7 @@ def test_only_the_chosen_strategies() -> None:
 def test_device_specs_come_from_the_spec() -> None:
     gpu = resource(device_id_strategy="index")
     devices = allocate.granted(gpu, ["2"], healthy)
-    handout = Handout(("envvar",), nodes=allocate.spec_nodes(SPEC))
+    handout = Handout(("envvar",), nodes=spec_nodes(SPEC))
     response = allocate.container_response(gpu, devices, handout)
     paths = [d.container_path for d in response.devices]
     assert sorted(paths) == [

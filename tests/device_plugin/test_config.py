@@ -92,7 +92,12 @@ def test_repeatable_and_comma_lists() -> None:
         (
             ["--inventory", "x.yaml", "--library-search-path", "/lib"],
             {},
-            "--inventory conflicts with --library-search-path",
+            "--inventory conflicts with --host-root, --proc-sys-root and --library-search-path",
+        ),
+        (
+            ["--inventory", "x.yaml", "--host-root", "/host"],
+            {},
+            "--inventory conflicts with --host-root",
         ),
     ],
 )

@@ -161,3 +161,14 @@ def test_kubelet_directory_missing_is_awaited(tmp_path: Path) -> None:
             kubelet.wait_for(lambda: kubelet.registered("nvidia.com/gpu"), what="registration")
     assert plugin.log().count("is not a directory") == 1
     assert "Traceback" not in plugin.log()
+
+
+def test_the_node_mounted_at_a_host_root(host: Any) -> None:
+    # what the DaemonSet does: the node's / at /host, every other root as the node sees it
+    mounted = run(
+        ["--list", "--host-root", str(host.root), "--mig-strategy", "mixed"], env=host.env
+    )
+    direct = run([*host_args(host), "--list", "--mig-strategy", "mixed"], env=host.env)
+    assert mounted.returncode == 0, mounted.stderr
+    assert mounted.stdout == direct.stdout
+    assert {r[3] for r in rows(mounted.stdout)[1:]} == {"0", "1"}  # sysfs under the mount

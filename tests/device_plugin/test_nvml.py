@@ -146,12 +146,13 @@ def test_links_from_the_fake_nvml(fake_nvml: Callable[..., Any]) -> None:
     import pynvml
 
     from cdi.nvidia.discover import discover
+    from cdi.nvidia.roots import Roots
 
     need_root()
     host = fake_nvml("pcie-nvlink-pairs")
-    roots = str(host.driver_root), str(host.dev_root), str(host.host_root)
-    gpus = discover(*roots).gpus
-    numa = topology.numa_nodes(str(host.host_root), gpus)
+    roots = Roots(str(host.driver_root), str(host.dev_root), proc_sys_root=str(host.proc_sys_root))
+    gpus = discover(roots).gpus
+    numa = topology.numa_nodes(str(host.proc_sys_root), gpus)
     assert numa == {g.pci: 0 if g.nvml_index < 4 else 1 for g in gpus}
     pynvml.nvmlInit()
     try:

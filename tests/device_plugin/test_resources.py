@@ -19,7 +19,7 @@ def inv(name: str) -> Inventory:
 
 
 def spec_names(host: Inventory) -> set[str]:
-    return {d["name"] for d in build(host, Options()).data["devices"]}
+    return {d.name for d in build(host, Options()).spec.devices}
 
 
 def offered(host: Inventory, **settings: object) -> dict[str, list[str]]:
