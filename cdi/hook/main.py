@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: {err}\n")
         return 1
     except OSError as err:  # actions word their own: this is --help or --version
-        import os
+        from cdi.hook import sysos
 
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())  # what is still buffered would fail again at exit
+        null = sysos.open("/dev/null", sysos.O_WRONLY)
+        sysos.dup2(null, sys.stdout.fileno())  # what is still buffered would fail again at exit
         sys.stderr.write(f"{PROG}: cannot write to stdout: {err.strerror}\n")
         return 1
     except Exception as err:  # a bug: still one line, the runtime shows it to the user
