@@ -27,15 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `gpu-cdi`; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
+    from cdi.errors import watch_output
+
+    def run() -> int:
+        args = build_parser().parse_args(argv)
         code: int = args.func(args)
+        return code
+
+    try:
+        return watch_output("gpu-cdi", run, 2)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        return 0
-    return code
 
 
 if __name__ == "__main__":

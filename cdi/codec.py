@@ -16,6 +16,7 @@ from typing import Any
 
 from cdi import yaml11
 from cdi.errors import SpecError, describe, quote
+from cdi.files import read_regular_file
 from cdi.spec import (
     SPEC_FORMATS,
     ContainerEdits,
@@ -425,10 +426,9 @@ def parse_spec(data: bytes | str, source: str) -> Spec:
 
 
 def load_spec(path: str) -> Spec:
-    """Read, decode and validate the spec file at `path`."""
+    """Read (a regular file only: `cdi.files`), decode and validate the spec file at `path`."""
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+        data = read_regular_file(path)
     except OSError as error:
         raise SpecError(path, f"cannot read the file: {error.strerror or error}") from None
     return parse_spec(data, path)

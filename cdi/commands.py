@@ -6,6 +6,7 @@ Nothing heavy is imported at module level: the parser is built on every `gpu-cdi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -40,14 +41,19 @@ def register(sub: Any) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     """Validate each file; one line per file."""
+    from cdi.codec import load_spec
     from cdi.errors import SpecError
-    from cdi.registry import load_spec_file
+    from cdi.spec import SPEC_FORMATS
     from cdi.version import minimum_version
 
     failed = 0
     for path in args.files:
         try:
-            spec = load_spec_file(path)
+            if os.path.splitext(path)[1] not in SPEC_FORMATS:
+                raise SpecError(
+                    path, "CDI registries read only .yaml and .json files: this one is ignored"
+                )
+            spec = load_spec(path)
         except SpecError as error:
             failed += 1
             print(f"INVALID {error}")
@@ -63,11 +69,15 @@ def run_list(args: argparse.Namespace) -> int:
     """Print the registry's devices and errors."""
     from cdi.registry import DEFAULT_SPEC_DIRS, Registry
 
-    registry = Registry(args.spec_dirs or DEFAULT_SPEC_DIRS)
-    snapshot = registry.snapshot
+    spec_dirs = args.spec_dirs or DEFAULT_SPEC_DIRS
+    snapshot = Registry(spec_dirs).snapshot
     for name in sorted(snapshot.devices):
         print(f"{name}\t{snapshot.devices[name].path}")
-    for messages in snapshot.errors.values():
-        for message in messages:
-            print(f"error: {message}", file=sys.stderr)
+    for directory in spec_dirs:
+        if not os.path.lexists(directory):
+            print(f"note: {directory}: no such spec dir (nothing read from it)", file=sys.stderr)
+    # A conflict is told to both of its files: say each message once.
+    messages = dict.fromkeys(m for file_messages in snapshot.errors.values() for m in file_messages)
+    for message in messages:
+        print(f"error: {message}", file=sys.stderr)
     return 1 if snapshot.errors else 0

@@ -3,6 +3,11 @@ the rule it breaks, so that a user can fix the input without reading our code.""
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing costs the hook start-up time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 
 class CdiError(Exception):
     """Base of every error the CDI core raises for bad input or a failed operation."""
@@ -96,7 +101,78 @@ def describe(value: object, json: bool = False) -> str:
     from cdi.yaml11 import Yaml11Scalar
 
     if isinstance(value, Yaml11Scalar):
+        if value.kind == "float" and value.text.lstrip("+-").replace("_", "").isdigit():
+            # Digits beyond 64 bits: YAML 1.1 (go-yaml v2) makes them a float; say what they are.
+            return f"{'number' if json else 'integer'} {value.text} (beyond 64 bits)"
         if json:
             return f"{'number' if value.kind == 'float' else value.kind} {value.text}"
         return f"YAML {value.kind} {value.text}"
     return kind.__name__
+
+
+class _Watched:
+    """sys.stdout or sys.stderr, remembering the first failed write or flush, even one the
+    caller swallows (argparse does, for --help)."""
+
+    def __init__(self, stream: Any, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.error: OSError | None = None
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self.stream.write(text))
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def watch_output(prog: str, main: Callable[[], int], code: int) -> int:
+    """`main()`, with stdout and stderr watched: when a write to either fails (a full disk, a
+    closed pipe), the program ends with one line on stderr (if that still works), e.g.
+    `PROG: error: cannot write to stdout: No space left on device`, and exit code `code`,
+    never a traceback. Output is flushed before returning."""
+    import contextlib
+    import os
+    import sys
+
+    streams = (sys.stdout, sys.stderr)
+    watched = (_Watched(streams[0], "stdout"), _Watched(streams[1], "stderr"))
+    sys.stdout, sys.stderr = watched
+    try:
+        try:
+            result = main()
+        finally:
+            for stream in watched:
+                with contextlib.suppress(OSError):
+                    stream.flush()
+    except (OSError, SystemExit):
+        if not any(stream.error for stream in watched):
+            raise
+    finally:
+        sys.stdout, sys.stderr = streams
+    failed = [stream for stream in watched if stream.error]
+    if not failed:
+        return result
+    for stream in failed:
+        # What is still buffered would fail again in the interpreter's last flush.
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+    error = watched[0].error
+    if error is not None and not watched[1].error:
+        with contextlib.suppress(OSError):
+            sys.stderr.write(f"{prog}: error: cannot write to stdout: {error.strerror}\n")
+            sys.stderr.flush()
+    return code

@@ -16,7 +16,6 @@ for `debounce` seconds.
 from __future__ import annotations
 
 import contextlib
-import errno
 import gc
 import os
 import select
@@ -28,7 +27,7 @@ from types import MappingProxyType
 
 import attrs
 
-from cdi.codec import parse_spec
+from cdi.codec import load_spec
 from cdi.errors import SpecError, quote
 from cdi.spec import SPEC_FORMATS, Device, Spec
 
@@ -67,49 +66,6 @@ class Snapshot:
 
 
 EMPTY = Snapshot(MappingProxyType({}), (), MappingProxyType({}))
-
-
-_FILE_TYPES = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
-
-def _not_regular(mode: int, path: str) -> OSError | None:
-    if stat.S_ISREG(mode):
-        return None
-    kind = next((name for test, name in _FILE_TYPES if test(mode)), "not a file")
-    return OSError(errno.EINVAL, f"not a regular file ({kind})", path)
-
-
-def read_regular_file(path: str) -> bytes:
-    """The content of the regular file at `path` (symlinks followed).
-
-    OSError for anything else (strerror says what it is): a FIFO or a device is never
-    opened for reading in a way that could block or wait for a writer.
-    """
-    error = _not_regular(os.stat(path).st_mode, path)
-    if error is not None:
-        raise error
-    # Checked again on what was opened: the name may have been replaced in between.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    with open(fd, "rb") as stream:
-        error = _not_regular(os.fstat(fd).st_mode, path)
-        if error is not None:
-            raise error
-        return stream.read()
-
-
-def load_spec_file(path: str) -> Spec:
-    """Read (regular files only, see `read_regular_file`), decode and validate a spec file."""
-    try:
-        data = read_regular_file(path)
-    except OSError as error:
-        raise SpecError(path, f"cannot read the file: {error.strerror or error}") from None
-    return parse_spec(data, path)
 
 
 def is_spec_file_name(name: str) -> bool:
@@ -171,7 +127,7 @@ def _scan(spec_dirs: Sequence[str], generation: int, cache: ParseCache | None) -
             result = cached[1]
         else:
             try:
-                result = load_spec_file(path)
+                result = load_spec(path)
             except SpecError as error:
                 result = error
             except Exception as error:  # one odd file must never stop the other files
@@ -248,6 +204,24 @@ def _resolve_conflicts(
     for name in conflicts:
         del devices[name]
     return devices
+
+
+def same_devices(path: str, spec: Spec) -> dict[str, list[str]]:
+    """The other spec files of the directory of `path` that define devices the spec `spec`
+    (to be found at `path`) defines too, with those devices' qualified names, sorted.
+
+    Such devices conflict: the registry drops them from both files.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    ours = {f"{spec.kind}={device.name}" for device in spec.devices}
+    found: dict[str, list[str]] = {}
+    for spec_file in scan([directory]).specs:
+        if os.path.basename(spec_file.path) == name or spec_file.spec.kind != spec.kind:
+            continue
+        shared = ours & {f"{spec.kind}={device.name}" for device in spec_file.spec.devices}
+        if shared:
+            found[spec_file.path] = sorted(shared)
+    return found
 
 
 class Registry:

@@ -3,12 +3,15 @@
 The temp file is created in the target directory (a rename from elsewhere would not be seen
 by the reference library's auto-refresh) under a name the registry ignores, fsynced, renamed
 over the target, and the directory is fsynced so the rename survives a crash. On any error
-the temp file is removed and the old file stays as it was.
+the temp file is removed and the old file stays as it was. A symlink is followed: its target
+is replaced, the link stays. Temp files a killed writer left behind are removed by the next
+write of the same file (a live writer holds a lock on its own).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -79,8 +82,30 @@ def write_spec(
     return write_text(path, render_spec(spec, fmt=fmt or format_for(path), version=version))
 
 
+def check_output(path: str) -> None:
+    """WriteError (one line naming `path`) unless `path` can be written as a file: it must not
+    end in '/' nor be (or lead by symlinks to) a directory, a device, a FIFO or a socket."""
+    if path.endswith("/"):
+        raise WriteError(
+            f"{path}: names a directory (it ends in '/'): give the file's path, "
+            f"e.g. {path}nvidia.yaml"
+        )
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return  # it will be created, or the write says which parent is in the way
+    except OSError as error:  # a symlink loop, a parent we may not search
+        raise WriteError(f"{path}: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        from cdi.files import file_kind
+
+        raise WriteError(f"{path}: is {file_kind(mode)}, not a file: refusing to write there")
+
+
 def write_text(path: str, text: str) -> bool:
     """Atomically replace `path` with `text`; False (nothing written) when it already holds it."""
+    check_output(path)  # before reading it: a FIFO or a device could block
+    remove_stale_temps(os.path.realpath(path))
     data = text.encode()
     try:
         with open(path, "rb") as stream:
@@ -94,26 +119,80 @@ def write_text(path: str, text: str) -> bool:
     return True
 
 
+def _temp_name(name: str, entry: str) -> bool:
+    """Whether `entry` is named as `write_atomic` names its temp files for the file `name`."""
+    prefix = f".{name}."
+    middle = entry[len(prefix) : -len(".tmp")]
+    return (
+        entry.startswith(prefix)
+        and entry.endswith(".tmp")
+        and len(middle) == 8
+        and all(char in "0123456789abcdef" for char in middle)
+    )
+
+
+def remove_stale_temps(path: str) -> None:
+    """Remove the temp files of `path` that writers killed mid-write left behind.
+
+    Only names `write_atomic` makes for `path`, and only regular files no live writer holds
+    its lock on. Failures are ignored: a leftover temp file harms nothing but the eye.
+    """
+    directory, name = os.path.split(path)
+    try:
+        entries = [entry for entry in os.listdir(directory or ".") if _temp_name(name, entry)]
+    except OSError:
+        return
+    for entry in entries:
+        temp = os.path.join(directory, entry)
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.lockf(fd, os.F_TLOCK, 0)  # fails while its writer lives
+                os.unlink(temp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _not_a_directory(directory: str) -> str | None:
+    """The first path on the way to `directory` that exists but is not a directory."""
+    parts = directory.split(os.sep)
+    for end in range(2, len(parts) + 1):
+        ancestor = os.sep.join(parts[:end])
+        if os.path.lexists(ancestor) and not os.path.isdir(ancestor):
+            return ancestor
+    return None
+
+
 def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
-    """Replace `path` with `data` atomically (temp file in the same dir, fsync, rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    """Replace `path` with `data` atomically (temp file in the same dir, fsync, rename); when
+    `path` is a symlink, the file it points to is replaced."""
+    target = os.path.realpath(path)
+    directory, name = os.path.split(target)
+    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
     pending = False  # True while a temp file of ours exists
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         pending = True
         try:
+            # Held until the rename: remove_stale_temps leaves a locked temp file alone. (One
+            # that finds it in the instant before this lock makes this write fail, cleanly.)
+            os.lockf(fd, os.F_LOCK, 0)
             os.fchmod(fd, mode)  # the umask must not decide who can read a spec
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
             os.fsync(fd)
+            os.rename(temp, target)
+            pending = False
         finally:
             os.close(fd)
-        os.rename(temp, path)
-        pending = False
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dir_fd)
@@ -123,4 +202,9 @@ def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
         if pending:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-        raise WriteError(f"{path}: cannot write the spec: {error.strerror or error}") from None
+        reason = error.strerror or str(error)
+        if error.errno in (errno.EEXIST, errno.ENOTDIR):  # makedirs met a file on the way
+            blocker = _not_a_directory(directory)
+            if blocker is not None:
+                reason = f"{blocker} is not a directory"
+        raise WriteError(f"{path}: cannot write the spec: {reason}") from None

@@ -1,7 +1,9 @@
 """`gpu-cdi-device-plugin`: flags, environment and config file -> the running plugin.
 
 Exit codes: 0 stopped by a signal (or `--list` done), 1 the node cannot be served (no driver,
-NVML failing, `single` on mixed MIG profiles) with --fail-on-init-error, 2 bad settings.
+NVML failing, `single` on mixed MIG profiles) with --fail-on-init-error, 2 bad settings (or
+stdout or stderr could not be written: one line, `gpu-cdi-device-plugin: error: cannot write to
+stdout: ...`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of `gpu-cdi-device-plugin`; returns the exit code."""
+    from cdi.errors import watch_output
+
+    return watch_output(PROG, lambda: _run(argv, environ), 2)
+
+
+def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     from device_plugin import config
 
     environ = os.environ if environ is None else environ

@@ -442,9 +442,10 @@ def from_file(path: str) -> dict[str, Any]:
     """The settings of a config file (NVIDIA's v1 format)."""
     import yaml
 
+    from cdi.files import read_regular_file
+
     try:
-        with open(path, encoding="utf-8") as stream:
-            data = yaml.safe_load(stream)
+        data = yaml.safe_load(read_regular_file(path).decode())  # a FIFO would block open()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from cdi.registry import DEFAULT_SPEC_DIRS, read_regular_file
+from cdi.files import read_regular_file
+from cdi.registry import DEFAULT_SPEC_DIRS
 from cdi.yaml11 import YamlError, load_yaml
 from nri_plugin import settings as read
 from nri_plugin.policy import Policy

@@ -25,9 +25,11 @@ def run(argv: list[str], stdin: BinaryIO | None) -> int:
     """
     if argv[:1] in (["-h"], ["--help"]):
         sys.stdout.write(USAGE)
+        sys.stdout.flush()  # a write error is said by main, not at exit
         return 0
     if argv[:1] == ["--version"]:
         sys.stdout.write(f"{PROG} {VERSION}\n")
+        sys.stdout.flush()
         return 0
     steps = parse(argv)
     from cdi.hook.rootfs import Rootfs
@@ -81,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except HookError as err:
         sys.stderr.write(f"{PROG}: {err}\n")
+        return 1
+    except OSError as err:  # actions word their own: this is --help or --version
+        from cdi.hook import sysos
+
+        null = sysos.open("/dev/null", sysos.O_WRONLY)
+        sysos.dup2(null, sys.stdout.fileno())  # what is still buffered would fail again at exit
+        sys.stderr.write(f"{PROG}: cannot write to stdout: {err.strerror}\n")
         return 1
     except Exception as err:  # a bug: still one line, the runtime shows it to the user
         line = " ".join(f"internal error: {type(err).__name__}: {err}".split())

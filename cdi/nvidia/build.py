@@ -22,7 +22,15 @@ from cdi.nvidia.rootpath import host as host_path
 from cdi.spec import ContainerEdits, Device, DeviceNode, Hook, Mount, Spec
 from cdi.version import minimum_requirement
 
-MODES = ("nvml", "management", "imex")
+# The kind each mode writes unless --vendor/--class say otherwise: those NVIDIA's device plugin
+# (IMEX channels) and GPU Operator (management) use, not nvidia-ctk's nvidia.com/gpu for every
+# mode, so that specs of different modes side by side never define the same devices.
+DEFAULT_KINDS = {
+    "nvml": ("nvidia.com", "gpu"),
+    "management": ("management.nvidia.com", "gpu"),
+    "imex": ("nvidia.com", "imex-channel"),
+}
+MODES = tuple(DEFAULT_KINDS)
 CONTROL_NODES = (
     "/dev/nvidiactl",
     "/dev/nvidia-uvm",

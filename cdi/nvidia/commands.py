@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
         description="Generate a CDI spec for the NVIDIA GPUs of this host, or of a saved "
         "inventory (--inventory FILE, no driver needed).",
     )
-    g.add_argument("--output", default="", metavar="FILE", help="spec file (default stdout)")
+    g.add_argument("--output", metavar="FILE", help="spec file (default or -: stdout)")
     g.add_argument(
         "--format",
         choices=("yaml", "json"),
@@ -101,9 +101,17 @@ def register(sub: Any) -> None:
         help="only this GPU index, MIG index (0:1), UUID, 'all' or 'none'",
     )
     g.add_argument("--no-all-device", action="store_true", help="no merged 'all' device")
-    g.add_argument("--vendor", "--cdi-vendor", default="nvidia.com", help="kind vendor")
     g.add_argument(
-        "--class", "--cdi-class", dest="cls", default="gpu", metavar="CLASS", help="kind class"
+        "--vendor",
+        "--cdi-vendor",
+        help="kind vendor (default nvidia.com; management.nvidia.com for --mode management)",
+    )
+    g.add_argument(
+        "--class",
+        "--cdi-class",
+        dest="cls",
+        metavar="CLASS",
+        help="kind class (default gpu; imex-channel for --mode imex)",
     )
     g.add_argument(
         "--hook-path",
@@ -151,6 +159,11 @@ def register(sub: Any) -> None:
     g.add_argument(
         "--strict", action="store_true", help="fail if a GPU or MIG device has to be left out"
     )
+    g.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="replace --output with a spec that has no devices even if it has some",
+    )
     add_discovery_flags(g)
     _add_mode(g)
     g.set_defaults(func=generate_command)
@@ -161,7 +174,7 @@ def register(sub: Any) -> None:
         description="Discover this host and print its inventory; "
         "`gpu-cdi generate --inventory FILE` builds a spec from it.",
     )
-    i.add_argument("--output", default="", metavar="FILE", help="file (default stdout)")
+    i.add_argument("--output", metavar="FILE", help="file (default or -: stdout)")
     add_discovery_flags(i, saved_inventory=False)
     _add_mode(i)
     i.set_defaults(func=inventory_command)
@@ -198,13 +211,28 @@ def _hooks(disable: list[str], enable: list[str]) -> frozenset[str]:
     return frozenset(hooks | set(enable))
 
 
+def _no_empty_values(args: argparse.Namespace) -> None:
+    """UsageError for a flag given an empty value (an unset shell variable, say): it must not
+    quietly mean the default."""
+    for flag in ("--output", "--inventory", "--hook-path"):
+        if getattr(args, flag[2:].replace("-", "_"), None) == "":
+            raise UsageError(f"{flag} '': empty (leave the flag out for its default)")
+    for flag in ("--device-id", "--device-name-strategy", "--disable-hook", "--enable-hook"):
+        for value in getattr(args, flag[2:].replace("-", "_"), ()):
+            if "" in (item.strip() for item in value.split(",")):
+                raise UsageError(f"{flag} {value!r}: an empty item")
+
+
 def _options(args: argparse.Namespace) -> Any:
     from cdi.names import class_error, vendor_error
     from cdi.nvidia import naming
-    from cdi.nvidia.build import Options
+    from cdi.nvidia.build import DEFAULT_KINDS, Options
     from cdi.version import FLOOR_VERSION, KNOWN_VERSIONS, parse_version
 
-    for error in (vendor_error(args.vendor), class_error(args.cls)):
+    vendor, cls = DEFAULT_KINDS[args.mode]
+    vendor = vendor if args.vendor is None else args.vendor
+    cls = cls if args.cls is None else args.cls
+    for error in (vendor_error(vendor), class_error(cls)):
         if error:
             raise UsageError(error)
     try:
@@ -225,8 +253,8 @@ def _options(args: argparse.Namespace) -> Any:
                 f"0.8.0 reads ({', '.join(usable)})"
             )
     return Options(
-        vendor=args.vendor,
-        cls=args.cls,
+        vendor=vendor,
+        cls=cls,
         mode=args.mode,
         strategies=strategies,
         device_ids=ids,
@@ -307,11 +335,14 @@ def generate_command(args: argparse.Namespace) -> int:
     from cdi.nvidia.inventory import InventoryError
 
     try:
+        _no_empty_values(args)
         options = _options(args)
         target = generate.output_target(args.output, args.format, args.check)
         inv = inventory_from_args(args, args.mode)
         version = args.cdi_version.removeprefix("v") if args.cdi_version else None
-        return generate.run(inv, options, target, version, strict=args.strict)
+        return generate.run(
+            inv, options, target, version, strict=args.strict, allow_empty=args.allow_empty
+        )
     except (UsageError, generate.GenerateError, DiscoveryError, InventoryError) as error:
         return _fail("generate", str(error))
 
@@ -321,12 +352,16 @@ def inventory_command(args: argparse.Namespace) -> int:
     from cdi.errors import WriteError
     from cdi.nvidia import inventory
     from cdi.nvidia.discover import DiscoveryError
-    from cdi.writer import write_atomic
+    from cdi.writer import check_output, write_text
 
+    to_file = args.output not in (None, "-")
     try:
+        _no_empty_values(args)
+        if to_file:
+            check_output(args.output)  # before the work, as generate does
         text = inventory.dump(inventory_from_args(args, args.mode))
-        if args.output:
-            write_atomic(args.output, text.encode())
+        if to_file:
+            write_text(args.output, text)
         else:
             sys.stdout.write(text)
     except (UsageError, DiscoveryError, WriteError) as error:

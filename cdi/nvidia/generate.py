@@ -12,7 +12,7 @@ from typing import NamedTuple, TextIO
 
 from cdi.nvidia.build import Built, Options
 from cdi.nvidia.inventory import Inventory
-from cdi.spec import SPEC_FORMATS, ContainerEdits
+from cdi.spec import SPEC_FORMATS, ContainerEdits, Spec
 
 
 class GenerateError(Exception):
@@ -27,17 +27,26 @@ class Target(NamedTuple):
     check: bool = False
 
 
-def output_target(output: str, fmt: str | None, check: bool) -> Target:
-    """The output file and format from --output/--format, as nvidia-ctk picks them."""
-    if not output:
+def output_target(output: str | None, fmt: str | None, check: bool) -> Target:
+    """The output file and format from --output/--format, as nvidia-ctk picks them; no
+    --output, or `-`, is stdout."""
+    from cdi.errors import WriteError
+    from cdi.writer import check_output
+
+    if output is None or output == "-":
         if check:
             raise GenerateError("--check needs --output FILE: the spec to compare with")
         return Target("", fmt or "yaml")
     ext = os.path.splitext(output)[1]
-    if ext not in SPEC_FORMATS:
-        # nvidia-ctk appends the extension; registries ignore files without one.
-        output += "." + (fmt or "yaml")
-    elif fmt is not None and SPEC_FORMATS[ext] != fmt:
+    try:
+        check_output(output)  # /dev/null or a directory must not become /dev/null.yaml
+        if ext not in SPEC_FORMATS:
+            # nvidia-ctk appends the extension; registries ignore files without one.
+            output += "." + (fmt or "yaml")
+            check_output(output)
+    except WriteError as error:
+        raise GenerateError(f"--output {error}") from None
+    if ext in SPEC_FORMATS and fmt is not None and SPEC_FORMATS[ext] != fmt:
         raise GenerateError(
             f"--format {fmt} conflicts with --output {output}: a {ext} file must hold "
             f"{SPEC_FORMATS[ext].upper()} (CDI registries choose the parser by extension)"
@@ -164,6 +173,45 @@ def check(text: str, path: str, fmt: str, out: TextIO, err: TextIO) -> int:
     return 1
 
 
+def refuse_empty(path: str) -> None:
+    """GenerateError when the spec file at `path` has devices: a spec without any would take
+    them all away (`--allow-empty` replaces it anyway)."""
+    from cdi.codec import decode_spec
+    from cdi.errors import CdiError
+    from cdi.files import read_regular_file
+
+    try:
+        old = decode_spec(read_regular_file(path), path)
+    except (OSError, CdiError):
+        return  # missing, or nothing a registry could use: nothing is lost
+    if old.devices:
+        raise GenerateError(
+            f"the new spec has no devices: not replacing {path}, which has "
+            f"{len(old.devices)} (--allow-empty replaces it)"
+        )
+
+
+def conflict_warnings(path: str, spec: Spec) -> list[str]:
+    """One line per other spec file beside `path` that defines some of the same devices."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        others = [e for e in os.listdir(directory) if e != name and e.endswith(tuple(SPEC_FORMATS))]
+    except OSError:
+        return []
+    if not others:
+        return []  # the usual case: no registry (nor YAML parser) to load
+    from cdi.registry import same_devices
+
+    lines = []
+    for other, names in same_devices(path, spec).items():
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        lines.append(
+            f"warning: {other} also defines {shown}: CDI registries drop these devices from "
+            "both files as conflicts (give one spec another --vendor/--class, or remove one)"
+        )
+    return lines
+
+
 def warn_to(stream: TextIO) -> Callable[[str], None]:
     """A one-line warning printer."""
     return lambda line: print(line, file=stream)
@@ -177,6 +225,7 @@ def run(
     strict: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    allow_empty: bool = False,
 ) -> int:
     """Build, validate and emit; notes and warnings go to `err`, one line each."""
     warn = warn_to(err)
@@ -191,7 +240,13 @@ def run(
     text = render(built, target.fmt, version)
     for said in later:
         warn(said)
+    replacing = bool(target.path) and not target.check
+    if replacing and not built.spec.devices and not allow_empty:
+        refuse_empty(target.path)
     code = emit(text, target, out, err)
+    if replacing:
+        for line in conflict_warnings(target.path, built.spec):
+            warn(line)
     advice = version_note(built, version)
     if advice and not target.check:
         warn(advice)

@@ -16,7 +16,9 @@ from typing import Any, NamedTuple
 
 from cdi.errors import describe
 
-FORMAT = 1
+# Format 2 ends with `end: true`: a file cut short (a full disk, a killed writer) is refused
+# instead of read as a host with fewer GPUs or files.
+FORMAT = 2
 FILE_KINDS = ("binary", "firmware", "ipc", "config", "graphics", "xorg")
 
 
@@ -162,6 +164,7 @@ def to_data(inventory: Inventory) -> dict[str, Any]:
             {"kind": f.kind, "path": f.path, "containerPath": f.container_path}
             for f in inventory.files
         ],
+        "end": True,  # last: see FORMAT
     }
 
 
@@ -232,6 +235,12 @@ _REQUIRED = object()
 
 
 def _mode(reader: _Reader) -> int:
+    value = reader._get("mode", _REQUIRED)
+    if type(value) is int:  # YAML reads a plain 0666 as the number 438
+        raise InventoryError(
+            f'{reader.where}.mode: expected octal permission bits as a string such as "0666", '
+            f"got integer {value} (quote the digits)"
+        )
     text = reader.text("mode")
     try:
         mode = int(text, 8)
@@ -292,7 +301,18 @@ def from_data(data: object, source: str) -> Inventory:
         r = _Reader(data, "inventory")
         version = r.number("inventory")
         if version != FORMAT:
-            raise InventoryError(f"inventory: format {version} is not supported (only {FORMAT})")
+            raise InventoryError(
+                f"inventory: format {version} is not supported (only {FORMAT}): "
+                "write it again with this version's gpu-cdi inventory"
+            )
+        # Before any other field: what a file cut short lacks is a symptom, not the story.
+        if "end" not in r.data:
+            raise InventoryError(
+                "inventory: no 'end: true' at the end: the file is cut short "
+                "(written partly or truncated); write it again with gpu-cdi inventory"
+            )
+        if not r.flag("end", False):
+            raise InventoryError("inventory.end: expected true (is the file cut short?)")
         nodes = []
         for i, item in enumerate(r.items("nodes")):
             nr = _Reader(item, f"nodes[{i}]")
@@ -339,11 +359,11 @@ def dump(inventory: Inventory) -> str:
 
 def load(path: str) -> Inventory:
     """Read an inventory file (YAML or JSON); InventoryError says what is wrong and where."""
+    from cdi.files import read_regular_file
     from cdi.yaml11 import YamlError, load_yaml
 
     try:
-        with open(path, "rb") as stream:
-            raw = stream.read()
+        raw = read_regular_file(path)
     except OSError as error:
         raise InventoryError(f"{path}: cannot read the inventory: {error.strerror}") from None
     try:

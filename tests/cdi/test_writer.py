@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from cdi import codec
 from cdi.errors import SpecError, WriteError
 from cdi.spec import ContainerEdits, Device, DeviceNode, Spec
-from cdi.writer import write_spec
+from cdi.writer import write_spec, write_text
 
 SPEC = Spec(
     "0.8.0",
@@ -87,6 +91,111 @@ def test_failure_leaves_old_file_and_no_temp(
 
 def test_target_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").mkdir()
-    with pytest.raises(WriteError, match="cannot write the spec"):
+    with pytest.raises(WriteError, match=r"x\.yaml: is a directory, not a file"):
         write_spec(SPEC, str(tmp_path / "x.yaml"))
     assert os.listdir(tmp_path) == ["x.yaml"]
+
+
+def test_a_symlink_is_followed_and_its_target_replaced(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "spec.yaml").write_text("old content\n")
+    link = tmp_path / "nvidia.yaml"
+    link.symlink_to("real/spec.yaml")
+    assert write_spec(SPEC, str(link)) is True
+    assert os.readlink(link) == "real/spec.yaml"
+    assert codec.load_spec(str(real / "spec.yaml")).devices == SPEC.devices
+    assert sorted(os.listdir(real)) == ["spec.yaml"]
+    assert write_spec(SPEC, str(link)) is False  # compared through the link too
+    dangling = tmp_path / "other.yaml"
+    dangling.symlink_to("real/new.yaml")
+    assert write_spec(SPEC, str(dangling)) is True
+    assert dangling.is_symlink() and (real / "new.yaml").is_file()
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _loop(path: Path) -> None:
+    path.symlink_to(path.name + ".2")
+    Path(f"{path}.2").symlink_to(path.name)
+
+
+def _to_null(path: Path) -> None:
+    path.symlink_to("/dev/null")
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "says"),
+    [
+        ("d/", None, "d/: names a directory (it ends in '/'): give the file's path, e.g. "),
+        ("x.yaml", Path.mkdir, "x.yaml: is a directory, not a file: refusing to write there"),
+        ("x.yaml", _fifo, "x.yaml: is a FIFO, not a file: refusing to write there"),
+        ("x.yaml", _to_null, "x.yaml: is a character device, not a file: refusing to write"),
+        ("x.yaml", _loop, "x.yaml: Too many levels of symbolic links"),
+        ("f/x.yaml", None, "f/x.yaml: cannot write the spec: {tmp}/f is not a directory"),
+        ("f/sub/x.yaml", None, "f/sub/x.yaml: cannot write the spec: {tmp}/f is not a directory"),
+    ],
+)
+def test_paths_that_cannot_be_a_spec_file(
+    tmp_path: Path, name: str, make: Callable[[Path], None] | None, says: str
+) -> None:
+    (tmp_path / "f").write_text("a file")
+    if make is not None:
+        make(tmp_path / name)
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(WriteError) as caught:
+        write_text(f"{tmp_path}/{name}", "text\n")
+    assert str(caught.value).startswith(f"{tmp_path}/" + says.format(tmp=tmp_path))
+    assert sorted(os.listdir(tmp_path)) == before
+    assert (tmp_path / "f").read_text() == "a file"
+
+
+def _locked_by_a_process(path: Path) -> subprocess.Popen[str]:
+    """A process holding write_atomic's lock on `path`, as a writer does while it writes."""
+    code = (
+        "import os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)\n"
+        "os.lockf(fd, os.F_LOCK, 0)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None and child.stdout.readline() == "locked\n"
+    return child
+
+
+def test_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    path = tmp_path / "nvidia.yaml"
+    stale = tmp_path / ".nvidia.yaml.0123abcd.tmp"
+    stale.write_text("half a spec")
+    killed = _locked_by_a_process(tmp_path / ".nvidia.yaml.deadbeef.tmp")
+    killed.send_signal(signal.SIGKILL)  # the kernel drops its lock
+    killed.wait()
+    live = _locked_by_a_process(tmp_path / ".nvidia.yaml.89abcdef.tmp")
+    try:
+        kept = [
+            ".nvidia.yaml.89abcdef.tmp",  # its writer is still at work
+            ".other.yaml.0123abcd.tmp",  # another file's
+            ".nvidia.yaml.0123ABCD.tmp",  # not a name write_atomic makes
+            ".nvidia.yaml.0123abc.tmp",
+            ".nvidia.yaml.fedcba98.tmp",  # a FIFO: never opened in a blocking way
+            ".nvidia.yaml.aaaaaaaa.tmp",  # a directory
+        ]
+        for name in kept[1:4]:
+            (tmp_path / name).write_text("")
+        os.mkfifo(tmp_path / kept[4])
+        (tmp_path / kept[5]).mkdir()
+        assert write_spec(SPEC, str(path)) is True
+        assert sorted(os.listdir(tmp_path)) == sorted([*kept, "nvidia.yaml"])
+        # The next write (even an unchanged one) removes what is stale by then.
+        live.kill()
+        live.wait()
+        assert write_spec(SPEC, str(path)) is False
+        assert sorted(os.listdir(tmp_path)) == sorted([*kept[1:], "nvidia.yaml"])
+    finally:
+        live.kill()
+        live.wait()

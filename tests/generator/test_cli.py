@@ -115,7 +115,7 @@ def test_bad_input_is_one_clear_line_and_nothing_written(
 
 def test_bad_inventory_file(tmp_path: Path) -> None:
     bad = tmp_path / "inv.yaml"
-    bad.write_text("inventory: 1\ndriverVersion: 550\n")
+    bad.write_text("inventory: 2\ndriverVersion: 550\nend: true\n")
     line = _error_line(gpu_cdi(["generate", "--inventory", str(bad)]).stderr)
     assert f"{bad}: inventory.driverVersion: expected a string, got integer 550" in line
     line = _error_line(gpu_cdi(["generate", "--inventory", str(tmp_path / "nope.yaml")]).stderr)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from gpu_cdi_fakehost import compile as cc
 from gpu_cdi_fakehost.builder import LAYOUTS, BuildError, build_host
@@ -13,8 +15,14 @@ from gpu_cdi_fakehost.events import EventError, EventInjector
 from gpu_cdi_fakehost.topology import TopologyError, shipped_topologies
 
 
+class _Parser(argparse.ArgumentParser):
+    def _print_message(self, message: str, file: Any = None) -> None:
+        if message:  # argparse would swallow a failed write (--help > /dev/full): main says it
+            (file or sys.stderr).write(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="gpu-cdi-fakehost", description="Fake NVIDIA hosts for testing gpu-cdi without a GPU."
     )
     sub = p.add_subparsers(dest="command", required=True)
@@ -82,7 +90,26 @@ def _event(root: str, kind: str, args: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+    """Entry point: a failed write to stdout or stderr (a full disk, a closed pipe) ends it with
+    one line and exit code 2, not a traceback."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()
+    except OSError as e:
+        if e.filename is not None:
+            raise  # not stdout's: a bug, _run words the errors it expects
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())  # what is still buffered would fail again at exit
+        try:
+            print(f"gpu-cdi-fakehost: cannot write to stdout: {e.strerror}", file=sys.stderr)
+        except OSError:
+            os.dup2(null, sys.stderr.fileno())  # stderr too: nothing can be said
+        return 2
+
+
+def _run(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "build-lib":
         return cc.main_build_lib(force=args.force)
