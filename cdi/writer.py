@@ -79,16 +79,31 @@ def write_spec(
     return True
 
 
-def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
-    """Replace `path` with `data` atomically (temp file in the same dir, fsync, rename)."""
+def write_atomic(
+    path: str,
+    data: bytes,
+    mode: int = FILE_MODE,
+    *,
+    what: str = "the spec",
+    make_dirs: bool = True,
+    owner: tuple[int, int] | None = None,
+) -> None:
+    """Replace `path` with `data` atomically (temp file in the same dir, fsync, rename).
+
+    `what` names the file in the error; `make_dirs` creates missing directories; `owner`
+    (uid, gid) is given to the new file, e.g. that of the file it replaces.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
     pending = False  # True while a temp file of ours exists
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if make_dirs:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         pending = True
         try:
+            if owner is not None:
+                os.fchown(fd, *owner)
             os.fchmod(fd, mode)  # the umask must not decide who can read a spec
             view = memoryview(data)
             while view:
@@ -108,4 +123,4 @@ def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
         if pending:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-        raise WriteError(f"{path}: cannot write the spec: {error.strerror or error}") from None
+        raise WriteError(f"{path}: cannot write {what}: {error.strerror or error}") from None

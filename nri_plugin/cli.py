@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from cdi.version import VersionAction
 from nri_plugin.config import LOG_LEVELS, MODES, Config, ConfigError, load_file, with_flags
 from nri_plugin.metrics import MetricsUnavailable
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="NRI plugin giving containers the CDI devices they request "
         "(annotations or NVIDIA_VISIBLE_DEVICES).",
     )
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", metavar="FILE", help="YAML config file (flags override it)")
     parser.add_argument("--socket", metavar="PATH", help="NRI socket of the runtime")
     parser.add_argument("--mode", choices=MODES, help="how devices reach the container")
