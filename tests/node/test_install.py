@@ -9,18 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from cdi.node.hookpath import FALLBACK, candidates, default_hook_path
-from tests.node.support import BIN, gpu_cdi, install_hook, one_line_error, read_only
+from tests.node.support import (
+    BIN,
+    gpu_cdi,
+    hook_paths,
+    install_hook,
+    one_line_error,
+    read_only,
+)
 from tests.require import need_root
 
 INVENTORY = "specs/inventories/dgx-a100.yaml"
-
-
-def hook_paths(spec_text: str) -> set[str]:
-    import yaml
-
-    spec = yaml.safe_load(spec_text)
-    edits = [spec["containerEdits"], *(d["containerEdits"] for d in spec["devices"])]
-    return {hook["path"] for edit in edits for hook in edit.get("hooks", [])}
 
 
 def test_install_prints_the_path_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
