@@ -83,7 +83,9 @@ def test_layout_matches_reference(fakehost: FakeHostFactory) -> None:
     if os.geteuid() != 0:
         ref = {p: e for p, e in ref.items() if not e[0].startswith("c")}
     assert {p: e for p, e in seen.items() if p in ref} == ref
-    assert set(seen) - set(ref) == {"/proc/devices"}
+    # and the NUMA node of each GPU's PCI device, which the toolkit does not read
+    numa = {f"/sys/bus/pci/devices/{g.pci.sysfs}/numa_node" for g in host.topology.gpus}
+    assert set(seen) - set(ref) == {"/proc/devices"} | numa
 
 
 def test_sockets_are_sockets(fakehost: FakeHostFactory) -> None:

@@ -18,9 +18,10 @@ import attrs
 
 from gpu_cdi_fakehost import compile as cc
 from gpu_cdi_fakehost import layout, nvmlfile
+from gpu_cdi_fakehost.events import EVENTS_FILE, EventInjector
 from gpu_cdi_fakehost.topology import Gpu, Topology, load_topology
 
-MARKER = ".fakehost"
+MARKER = nvmlfile.MARKER
 LAYOUTS = ("host", "driver-container")
 DRIVER_CONTAINER_ROOT = "run/nvidia/driver"
 
@@ -67,6 +68,16 @@ class FakeHost:
     def lib_dir(self) -> Path:
         """The driver library directory (host path)."""
         return self.driver_root / layout.LIBDIR
+
+    @property
+    def events_file(self) -> Path:
+        """The append-only file the fake NVML tails for events (beside the topology file)."""
+        return self.nvml_topology_file.with_name(EVENTS_FILE)
+
+    @property
+    def events(self) -> EventInjector:
+        """Inject NVML events (XIDs, a lost GPU, a failing wait) into this running host."""
+        return EventInjector.for_topology(self.events_file, self.topology)
 
     @property
     def env(self) -> dict[str, str]:
@@ -129,7 +140,7 @@ def build_host(
     nvml_library = driver_root / layout.LIBDIR / layout.NVML_FILE.format(v=topo.driver_version)
     host = FakeHost(
         base, topo, layout_name, driver_root, base, base, nvml_library,
-        base / MARKER / "nvml-topology.txt", device_nodes,
+        base / MARKER / nvmlfile.TOPOLOGY_FILE, device_nodes,
     )  # fmt: skip
     # Built next to its final place and renamed into it, so a failed build leaves nothing
     # half-made at `root` (nothing in the tree records its own absolute path).
@@ -168,6 +179,7 @@ def _build_tree(work: Path, host: FakeHost, notes: list[str]) -> None:
     _install_dev(at(host.dev_root), topo, host.device_nodes)
     _install_host_files(at(host.host_root), topo)
     nvmlfile.write(topo, at(host.nvml_topology_file))
+    _write(at(host.events_file), "")
     meta = {
         "topology": topo.name,
         "source": topo.source,
@@ -453,4 +465,7 @@ def _install_host_files(root: Path, topo: Topology) -> None:
         card, render = gpus[g.index]
         (pci / g.pci.sysfs / "drm" / f"card{card}").mkdir(parents=True)
         (pci / g.pci.sysfs / "drm" / f"renderD{render}").mkdir(parents=True)
+        # what the kernel says without NUMA information: -1
+        numa = -1 if g.numa_node is None else g.numa_node
+        _write(pci / g.pci.sysfs / "numa_node", f"{numa}\n", 0o444)
     _write(root / "sys/module/firmware_class/parameters/path", "\n")

@@ -50,6 +50,19 @@ INJECTABLE_CALLS = frozenset(
         "nvmlDeviceGetGpuInstanceProfileInfo",
         "nvmlDeviceGetGpuInstanceById",
         "nvmlGpuInstanceGetInfo",
+        "nvmlDeviceGetSupportedEventTypes",
+        "nvmlEventSetCreate",
+        "nvmlDeviceRegisterEvents",
+        "nvmlEventSetWait",
+        "nvmlEventSetFree",
+        "nvmlDeviceGetNvLinkState",
+        "nvmlDeviceGetNvLinkVersion",
+        "nvmlDeviceGetNvLinkCapability",
+        "nvmlDeviceGetNvLinkRemotePciInfo",
+        "nvmlDeviceGetNvLinkRemoteDeviceType",
+        "nvmlDeviceGetTopologyCommonAncestor",
+        "nvmlDeviceGetP2PStatus",
+        "nvmlDeviceGetNumaNodeId",
     }
 )
 # Spellings that share a rule with another entry point.
@@ -147,6 +160,11 @@ class Gpu:
     max_mig_devices: int
     mig_profiles: tuple[GiProfile, ...]
     gpu_instances: tuple[GpuInstance, ...]
+    ecc: bool = False
+    nvlinks: int = 0  # NVLink links of the board
+    numa_node: int | None = None  # None: the host has no NUMA information (sysfs says -1)
+    # PCIe path from the CPU: host bridge, then the PCIe switches above the GPU, outermost first
+    pcie_path: tuple[str, ...] = ()
 
     @property
     def architecture_id(self) -> int:
@@ -196,8 +214,26 @@ class Extras:
 
 
 @attrs.frozen
+class NvLinkBridge:
+    """Point-to-point NVLinks between two GPUs (an NVLink bridge between two boards)."""
+
+    gpus: tuple[int, int]
+    links: int
+
+
+@attrs.frozen
+class NvLink:
+    """The GPUs' NVLinks: to an NVSwitch fabric (every GPU, links_per_gpu links spread over the
+    switches) and/or point to point."""
+
+    nvswitches: tuple[PciAddress, ...] = ()
+    links_per_gpu: int = 0
+    bridges: tuple[NvLinkBridge, ...] = ()
+
+
+@attrs.frozen
 class Topology:
-    """A whole fake host: driver, GPUs, MIG layout, IMEX channels and injected errors."""
+    """A whole fake host: driver, GPUs, MIG layout, interconnect, IMEX channels, errors."""
 
     name: str
     description: str
@@ -210,6 +246,7 @@ class Topology:
     errors: tuple[ErrorRule, ...] = ()
     nvml_version_override: str | None = None
     source: str = "<memory>"
+    nvlink: NvLink = NvLink()
 
     @property
     def nvml_version(self) -> str:
@@ -492,6 +529,11 @@ def _gpu(o: _Obj, index: int, seed: str) -> Gpu:
     total, reserved, used = _memory(o, model)
     device_id = o.int_("pci_device_id", model.pci_device_id if model else 0x20B010DE)
     subsystem_id = o.int_("pci_subsystem_id", model.pci_subsystem_id if model else 0)
+    ecc = o.bool_("ecc", model.ecc if model else False)
+    numa = o.int_("numa_node") if o.has("numa_node") else None
+    path = o.str_("pcie_path", f"hostbridge-{pci.sysfs}")
+    if not re.fullmatch(r"[\w.:-]+(/[\w.:-]+)*", path):
+        raise o.error("pcie_path", f"expected names separated by '/' like 'hb0/sw1', got {path!r}")
     capable = model.mig_capable if model else False
     mig_mode = mig_pending = False
     gis: tuple[GpuInstance, ...] = ()
@@ -518,7 +560,8 @@ def _gpu(o: _Obj, index: int, seed: str) -> Gpu:
     gpu = Gpu(
         index, name, uuid, minor, pci, arch, cc, total, reserved, used, device_id, subsystem_id,
         capable, mig_mode, mig_pending, model.max_mig_devices if (model and capable) else 0,
-        model.mig_profiles if (model and capable) else (), gis,
+        model.mig_profiles if (model and capable) else (), gis, ecc,
+        model.nvlinks if model else 0, numa, tuple(path.split("/")),
     )  # fmt: skip
     if len(gpu.mig_devices) > gpu.max_mig_devices:
         raise TopologyError(
@@ -526,6 +569,29 @@ def _gpu(o: _Obj, index: int, seed: str) -> Gpu:
             f"more than the {gpu.max_mig_devices} the GPU supports"
         )
     return gpu
+
+
+def nvml_error_code(err: object) -> int:
+    """An nvmlReturn_t error from its name (NVML_ERROR_ prefix optional) or number."""
+    if isinstance(err, int) and not isinstance(err, bool):
+        code = err
+    elif isinstance(err, str) and err.removeprefix("NVML_ERROR_") in NVML_ERRORS:
+        code = NVML_ERRORS[err.removeprefix("NVML_ERROR_")]
+    else:
+        raise ValueError(f"expected an NVML error name like GPU_IS_LOST, got {err!r}")
+    if code == 0:
+        raise ValueError("SUCCESS is not an error")
+    return code
+
+
+def parse_device_ref(dev: object) -> tuple[int, int | None] | None:
+    """(GPU index, MIG handle index or None) from 3 or "3:1"; None if it is neither."""
+    if isinstance(dev, bool) or not isinstance(dev, int | str):
+        return None
+    m = re.fullmatch(r"(\d+)(?::(\d+))?", str(dev))
+    if m is None:
+        return None
+    return int(m[1]), int(m[2]) if m[2] is not None else None
 
 
 def _error_rule(o: _Obj, gpus: tuple[Gpu, ...]) -> ErrorRule:
@@ -538,23 +604,17 @@ def _error_rule(o: _Obj, gpus: tuple[Gpu, ...]) -> ErrorRule:
             f"{given!r} is not an entry point of the fake NVML; use '*' or one of: "
             + ", ".join(sorted(INJECTABLE_CALLS)),
         )
-    err = o.raw("error")
-    if isinstance(err, int) and not isinstance(err, bool):
-        code = err
-    elif isinstance(err, str) and err.removeprefix("NVML_ERROR_") in NVML_ERRORS:
-        code = NVML_ERRORS[err.removeprefix("NVML_ERROR_")]
-    else:
-        raise o.error("error", f"expected an NVML error name like GPU_IS_LOST, got {err!r}")
-    if code == 0:
-        raise o.error("error", "SUCCESS is not an error")
+    try:
+        code = nvml_error_code(o.raw("error"))
+    except ValueError as e:
+        raise o.error("error", str(e)) from None
     gpu = mig = None
     if o.has("device"):
         dev = o.raw("device")
-        m = re.fullmatch(r"(\d+)(?::(\d+))?", str(dev)) if not isinstance(dev, bool) else None
-        if m is None:
+        ref = parse_device_ref(dev)
+        if ref is None:
             raise o.error("device", f"expected a GPU index or GPU:MIG index, got {dev!r}")
-        gpu = int(m[1])
-        mig = int(m[2]) if m[2] is not None else None
+        gpu, mig = ref
         if gpu >= len(gpus):
             raise o.error("device", f"no GPU {gpu} (the topology has {len(gpus)})")
     times = o.int_("times", -1, minimum=-1)
@@ -579,27 +639,95 @@ def parse_topology(data: Any, source: str) -> Topology:
         parse_pci(str(p), f"{source}: other_display_devices[{i}]")
         for i, p in enumerate(top.list_("other_display_devices"))
     )
-    extras = Extras()
+    gpu_items = top.list_("gpus")
+    gpus = tuple(_gpu(_Obj(g, f"gpus[{i}]", source), i, name) for i, g in enumerate(gpu_items))
+    _check_unique(gpus, source)
+    _check_numa(gpus, source)
+    nvlink = (
+        _nvlink(_Obj(top.raw("nvlink"), "nvlink", source), gpus) if top.has("nvlink") else NvLink()
+    )
+    extras = Extras(len(nvlink.nvswitches))
     if top.has("extras"):
         ex = _Obj(top.raw("extras"), "extras", source)
         extras = Extras(
-            ex.int_("nvswitches", 0),
+            ex.int_("nvswitches", len(nvlink.nvswitches)),
             ex.int_("gds_devices", 0),
             ex.bool_("gdrcopy", False),
             ex.bool_("infiniband", False),
         )
+        if nvlink.nvswitches and extras.nvswitches != len(nvlink.nvswitches):
+            raise ex.error(
+                "nvswitches",
+                f"{extras.nvswitches}, but nvlink.nvswitches lists {len(nvlink.nvswitches)} "
+                "(omit it: it defaults to that list's length)",
+            )
         ex.done()
-    gpu_items = top.list_("gpus")
-    gpus = tuple(_gpu(_Obj(g, f"gpus[{i}]", source), i, name) for i, g in enumerate(gpu_items))
-    _check_unique(gpus, source)
     errors = tuple(
         _error_rule(_Obj(e, f"errors[{i}]", source), gpus)
         for i, e in enumerate(top.list_("errors"))
     )
     top.done()
     return Topology(
-        name, description, driver, cuda, gpus, imex, others, extras, errors, nvml, source
+        name, description, driver, cuda, gpus, imex, others, extras, errors, nvml, source, nvlink
     )
+
+
+def _check_numa(gpus: tuple[Gpu, ...], source: str) -> None:
+    """NUMA nodes are given for all GPUs or none; a host bridge sits in one NUMA node."""
+    given = [g.numa_node is not None for g in gpus]
+    if any(given) and not all(given):
+        i = given.index(False)
+        raise TopologyError(
+            f"{source}: gpus[{i}].numa_node: missing (give every GPU's NUMA node, or none)"
+        )
+    node_of: dict[str, tuple[int | None, int]] = {}
+    for g in gpus:
+        bridge = g.pcie_path[0]
+        node, first = node_of.setdefault(bridge, (g.numa_node, g.index))
+        if node != g.numa_node:
+            raise TopologyError(
+                f"{source}: gpus[{g.index}].numa_node: {g.numa_node}, but host bridge "
+                f"{bridge!r} is in NUMA node {node} (gpus[{first}])"
+            )
+
+
+def _nvlink(o: _Obj, gpus: tuple[Gpu, ...]) -> NvLink:
+    switches = tuple(
+        parse_pci(str(p), f"{o.source}: nvlink.nvswitches[{i}]")
+        for i, p in enumerate(o.list_("nvswitches"))
+    )
+    taken = {g.pci for g in gpus}
+    for i, sw in enumerate(switches):
+        if sw in taken:
+            raise o.error(f"nvswitches[{i}]", f"{sw.sysfs} is already used by a GPU or switch")
+        taken.add(sw)
+    per_gpu = o.int_("links_per_gpu", 0)
+    if bool(per_gpu) != bool(switches):
+        raise o.error("links_per_gpu", "give it (> 0) together with nvswitches, and only then")
+    bridges: list[NvLinkBridge] = []
+    for i, item in enumerate(o.list_("bridges")):
+        b = _Obj(item, f"nvlink.bridges[{i}]", o.source)
+        pair = b.list_("gpus")
+        if (
+            len(pair) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in pair)
+            or pair[0] == pair[1]
+            or not all(0 <= x < len(gpus) for x in pair)
+        ):
+            raise b.error(
+                "gpus", f"expected two different GPU indexes (0..{len(gpus) - 1}), got {pair!r}"
+            )
+        bridges.append(NvLinkBridge((pair[0], pair[1]), b.int_("links", minimum=1)))
+        b.done()
+    o.done()
+    for g in gpus:
+        used = per_gpu + sum(b.links for b in bridges if g.index in b.gpus)
+        if used > g.nvlinks:
+            raise TopologyError(
+                f"{o.source}: nvlink: gpus[{g.index}] would use {used} NVLinks, "
+                f"{g.name} has {g.nvlinks}"
+            )
+    return NvLink(switches, per_gpu, tuple(bridges))
 
 
 def _check_unique(gpus: tuple[Gpu, ...], source: str) -> None:
