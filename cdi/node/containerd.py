@@ -58,6 +58,8 @@ def _parse(text: str, source: str) -> Any:
 
 def _version(doc: Any, source: str) -> Version:
     """The file's config version; an empty file (or one of comments only) becomes version 2."""
+    import tomlkit
+
     known = " and ".join(f"{n} (containerd {v.containerd})" for n, v in VERSIONS.items())
     if "version" not in doc:
         if doc:  # containerd reads a file without `version` as the long-gone version 1
@@ -67,12 +69,12 @@ def _version(doc: Any, source: str) -> Version:
             )
         doc.add("version", NEW_FILE_VERSION)
     number = doc["version"]
-    if isinstance(number, bool) or number not in VERSIONS:
+    if isinstance(number, bool) or not isinstance(number, int) or number not in VERSIONS:
+        shown = tomlkit.item(number).as_string()
         raise ConfigError(
-            f"{source}: version = {number!r}: gpu-cdi edits config versions {known}; "
-            "nothing changed"
+            f"{source}: version = {shown}: gpu-cdi edits config versions {known}; nothing changed"
         )
-    return VERSIONS[number]
+    return VERSIONS[int(number)]
 
 
 def _is_table(item: Any) -> bool:
@@ -156,10 +158,9 @@ class _Editor:
         node = self.doc
         for depth, part in enumerate(path, 1):
             found = _table(node, part, self.source, create=False)
-            if found is None:
+            if found is None:  # a new table; the tables above it get no header of their own
                 found = _table(node, part, self.source, create=True, parent_only=depth < len(path))
-                if depth == len(path):
-                    self.created.append(found)
+                self.created += [found] if depth == len(path) else []
             node = found
         _set(node, key, wanted)
         self.changes.append(said)
@@ -185,7 +186,10 @@ def configure(
     edit = _Editor(doc, source)
     notes: list[str] = []
 
+    spaced = not any(_is_table(item) for item in _entries(doc)) or _SPACED.search(old)
     disabled = edit.lookup((), "disabled_plugins", [])
+    if not isinstance(disabled, list):
+        raise ConfigError(f"{source}: disabled_plugins must be a list of plugin names")
     if NRI_PLUGIN in disabled or "nri" in disabled:
         kept = [name for name in disabled if name not in (NRI_PLUGIN, "nri")]
         edit.ensure((), "disabled_plugins", kept, [], f"{NRI_PLUGIN} out of disabled_plugins")
@@ -210,7 +214,7 @@ def configure(
         if dirs is not None:
             added = ", ".join(d for d in dirs if d not in (current or DEFAULT_SPEC_DIRS))
             edit.ensure(cri, "cdi_spec_dirs", dirs, None, f"CDI spec dirs + {added}")
-    if not any(_is_table(item) for item in _entries(tomlkit.parse(old))) or _SPACED.search(old):
+    if spaced:
         edit.space()
     new = tomlkit.dumps(doc)
     if new.endswith("\n\n") and not old.endswith("\n\n"):

@@ -161,8 +161,10 @@ def test_disabled_cri_plugin_is_left_alone_and_said() -> None:
         ("version = 2\n[plugins\n", "c.toml: line 2, column 9: not valid TOML"),
         ('version = 2\nroot = "a"\nroot = "b"\n', "c.toml: line 3, column 11: not valid TOML"),
         ("version = 4\n", "c.toml: version = 4: gpu-cdi edits config versions 2 (containerd 1.7)"),
-        ('version = "2"\n', "c.toml: version = '2': gpu-cdi edits config versions"),
-        ("version = true\n", "c.toml: version = True:"),
+        ('version = "2"\n', 'c.toml: version = "2": gpu-cdi edits config versions'),
+        ("version = true\n", "c.toml: version = true:"),
+        ("version = 2.0\n", "c.toml: version = 2.0:"),
+        ('version = 2\ndisabled_plugins = "cri"\n', "c.toml: disabled_plugins must be a list"),
         ('[plugins.cri]\nsandbox_image = "x"\n', "c.toml: no `version` key, so containerd reads "
          "it as config version 1"),
         ("version = 2\nplugins = 1\n", "c.toml: plugins = 1: must be a table"),
