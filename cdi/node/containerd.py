@@ -199,6 +199,13 @@ def configure(
             "act only on containers made through CRI (kubelet, crictl)"
         )
 
+    imports = edit.lookup((), "imports", [])
+    if imports:
+        notes.append(
+            f"note: {source} imports {', '.join(map(str, imports))}: what those files set wins "
+            "over this one (`containerd config dump` shows the result)"
+        )
+
     nri = ("plugins", NRI_PLUGIN)
     edit.ensure(
         nri, "disable", False, version.nri_disabled, f"NRI enabled ({NRI_PLUGIN} disable = false)"

@@ -146,6 +146,15 @@ def test_new_keys_and_tables_look_like_their_neighbours() -> None:
     )
 
 
+def test_imported_drop_ins_are_said_to_win() -> None:
+    text = 'version = 3\nimports = ["/etc/containerd/conf.d/*.toml"]\n'
+    edit = containerd.configure(text, "c.toml", cdi=True)
+    assert edit.notes == (
+        "note: c.toml imports /etc/containerd/conf.d/*.toml: what those files set wins over "
+        "this one (`containerd config dump` shows the result)",
+    )
+
+
 def test_disabled_cri_plugin_is_left_alone_and_said() -> None:
     edit = containerd.configure('version = 2\ndisabled_plugins = ["cri"]\n', "c.toml")
     assert tomllib.loads(edit.text)["disabled_plugins"] == ["cri"]
