@@ -29,6 +29,7 @@ from cdi.nvidia import generate as gen  # noqa: E402
 from cdi.nvidia.build import Options  # noqa: E402
 from cdi.nvidia.discover import discover  # noqa: E402
 from cdi.nvidia.inventory import load  # noqa: E402
+from cdi.nvidia.roots import Roots  # noqa: E402
 
 
 def _peak_rss(argv: list[str], env: dict[str, str]) -> int | None:
@@ -72,9 +73,11 @@ def _generate(host: object, inventory_path: str | None) -> Callable[[], object]:
     def run() -> object:
         if inventory_path is None:
             inv = discover(
-                str(host.driver_root),
-                str(host.dev_root),
-                str(host.host_root),  # type: ignore[attr-defined]
+                Roots(
+                    str(host.driver_root),  # type: ignore[attr-defined]
+                    str(host.dev_root),  # type: ignore[attr-defined]
+                    proc_sys_root=str(host.proc_sys_root),  # type: ignore[attr-defined]
+                )
             )
         else:
             inv = load(inventory_path)

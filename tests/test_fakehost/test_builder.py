@@ -151,13 +151,13 @@ def test_device_nodes(fakehost: FakeHostFactory) -> None:
 
 def test_host_files(fakehost: FakeHostFactory) -> None:
     host = fakehost("dgx-a100-mig")
-    proc = host.host_root / "proc/driver"
+    proc = host.proc_sys_root / "proc/driver"
     minors = (proc / "nvidia-caps/mig-minors").read_text()
     assert len(minors) == 25798  # the reference host's file, 8 GPUs
     assert "gpu1/gi2/ci1/access 158\n" in minors
     access = (proc / "nvidia/capabilities/gpu1/mig/gi2/ci1/access").read_text()
     assert access.startswith("DeviceFileMinor: 158\n")
-    drm = host.host_root / "sys/bus/pci/devices/0000:47:00.0/drm"
+    drm = host.proc_sys_root / "sys/bus/pci/devices/0000:47:00.0/drm"
     assert sorted(p.name for p in drm.iterdir()) == ["card3", "renderD130"]
     info = (proc / "nvidia/gpus/0000:bd:00.0/information").read_text()
     assert "GPU-26fc8dc4-a3ce-5f85-b697-fae6cb71f054" in info
@@ -175,7 +175,7 @@ def test_driver_version_override(fakehost: FakeHostFactory) -> None:
 def test_driver_container_layout(fakehost: FakeHostFactory) -> None:
     host = fakehost("dgx-a100", layout_name="driver-container", device_nodes=False)
     assert host.driver_root == host.root / "run/nvidia/driver"
-    assert host.dev_root == host.host_root == host.root
+    assert host.dev_root == host.proc_sys_root == host.root
     assert (host.driver_root / f"usr/lib/x86_64-linux-gnu/libcuda.so.{V}").is_file()
     assert not (host.root / "usr/lib/x86_64-linux-gnu").exists()
     assert (host.root / "dev/dri/by-path/pci-0000:07:00.0-card").is_symlink()
@@ -236,7 +236,7 @@ def test_cli_prints_pasteable_command(tmp_path: Path) -> None:
     assert words[1:] == meta["generate_argv"]
     assert words[1:] == [
         "gpu-cdi", "generate", "--driver-root", str(root), "--dev-root", str(root),
-        "--host-root", str(root),
+        "--proc-sys-root", str(root),
     ]  # fmt: skip
     assert "7 MIG devices" in proc.stderr
 

@@ -68,7 +68,7 @@ def active_links(i: int) -> list[tuple[int, str]]:
 
 def sysfs_numa(host: FakeHost, i: int) -> int:
     bdf = host.topology.gpus[i].pci.sysfs
-    return int((host.host_root / f"sys/bus/pci/devices/{bdf}/numa_node").read_text())
+    return int((host.proc_sys_root / f"sys/bus/pci/devices/{bdf}/numa_node").read_text())
 
 
 def test_dgx_a100_nvswitch_fabric(nvml: FakeHostFactory) -> None:

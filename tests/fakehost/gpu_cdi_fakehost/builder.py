@@ -53,7 +53,7 @@ class FakeHost:
     layout: str
     driver_root: Path
     dev_root: Path
-    host_root: Path
+    proc_sys_root: Path
     nvml_library: Path
     nvml_topology_file: Path
     device_nodes: bool
@@ -94,8 +94,8 @@ class FakeHost:
             str(self.driver_root),
             "--dev-root",
             str(self.dev_root),
-            "--host-root",
-            str(self.host_root),
+            "--proc-sys-root",
+            str(self.proc_sys_root),
         )
 
     def command_line(self) -> str:
@@ -177,7 +177,7 @@ def _build_tree(work: Path, host: FakeHost, notes: list[str]) -> None:
     _install_sockets(driver_root, notes)
     notes.extend(_ldcache(driver_root))
     _install_dev(at(host.dev_root), topo, host.device_nodes)
-    _install_host_files(at(host.host_root), topo)
+    _install_host_files(at(host.proc_sys_root), topo)
     nvmlfile.write(topo, at(host.nvml_topology_file))
     _write(at(host.events_file), "")
     meta = {
@@ -187,7 +187,7 @@ def _build_tree(work: Path, host: FakeHost, notes: list[str]) -> None:
         "layout": host.layout,
         "driver_root": str(host.driver_root),
         "dev_root": str(host.dev_root),
-        "host_root": str(host.host_root),
+        "proc_sys_root": str(host.proc_sys_root),
         "env": host.env,
         "generate_argv": list(host.generate_argv),
         "device_nodes": host.device_nodes,
