@@ -22,11 +22,10 @@ def _executable(path: str) -> bool:
 
 def candidates(argv0: str, interpreter: str, search_path: str) -> list[str]:
     """Where to look for the hook, in order (absolute paths, duplicates removed)."""
-    beside = []
     if os.path.basename(argv0) == GENERATOR_PROGRAM:
-        beside.append(os.path.dirname(os.path.abspath(argv0)))
-    if interpreter:
-        beside.append(os.path.dirname(interpreter))  # not resolved: a venv's bin/python links out
+        beside = [os.path.dirname(os.path.abspath(argv0))]
+    else:  # python -m cdi: pip puts the programs beside the interpreter (a venv's bin/, not
+        beside = [os.path.dirname(interpreter)] if interpreter else []  # its resolved link)
     on_path = [d for d in search_path.split(os.pathsep) if d.startswith("/")]
     found: list[str] = []
     for folder in (*beside, *on_path):
