@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cdi import commands
     from cdi.node import configure, install
     from cdi.nvidia import commands as nvidia_commands
-    from cdi.version import VersionAction
+    from cdi.release import VersionAction
 
     parser = argparse.ArgumentParser(
         prog="gpu-cdi", description="Generate, inspect and validate CDI specs for NVIDIA GPUs."

@@ -42,7 +42,7 @@ def run_validate(args: argparse.Namespace) -> int:
     """Validate each file; one line per file."""
     from cdi.codec import load_spec
     from cdi.errors import SpecError
-    from cdi.validate import minimum_version
+    from cdi.version import minimum_version
 
     failed = 0
     for path in args.files:

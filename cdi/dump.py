@@ -7,83 +7,49 @@ characters YAML does not allow raw are escaped, so the text loads back to an equ
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from cdi.spec import ContainerEdits, DeviceNode, Spec
+from cdi.spec import Spec, declared
+
+# class -> (key, attribute, default, always written, nested class, list), in writing order
+_Table = tuple[tuple[str, str, object, bool, Any, bool], ...]
+_TABLES: dict[type, _Table] = {}
 
 
-def _put(out: dict[str, Any], key: str, value: object) -> None:
-    if value is not None and value != ():
-        out[key] = list(value) if type(value) is tuple else value
+def _table(cls: type) -> _Table:
+    table = _TABLES.get(cls)
+    if table is None:
+        table = _TABLES[cls] = tuple(
+            (
+                item.field.key,
+                item.attr,
+                item.default,
+                item.field.always,
+                item.field.of,
+                item.field.many,
+            )
+            for item in declared(cls)
+        )
+    return table
 
 
-def _node_data(node: DeviceNode) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": node.path}
-    _put(out, "hostPath", node.host_path)
-    _put(out, "type", node.type)
-    _put(out, "major", node.major)
-    _put(out, "minor", node.minor)
-    _put(out, "fileMode", node.file_mode)
-    _put(out, "permissions", node.permissions)
-    _put(out, "uid", node.uid)
-    _put(out, "gid", node.gid)
-    return out
-
-
-def edits_to_data(edits: ContainerEdits) -> dict[str, Any]:
-    """ContainerEdits as CDI JSON data (exact keys, empty fields left out)."""
+def to_data(obj: object) -> dict[str, Any]:
+    """A model object as CDI JSON data: exact keys in the reference's order, and fields left
+    out where the reference leaves them out (empty, unless always written)."""
     out: dict[str, Any] = {}
-    _put(out, "env", edits.env)
-    if edits.device_nodes:
-        out["deviceNodes"] = [_node_data(node) for node in edits.device_nodes]
-    if edits.hooks:
-        hooks = []
-        for hook in edits.hooks:
-            item: dict[str, Any] = {"hookName": hook.hook_name, "path": hook.path}
-            _put(item, "args", hook.args)
-            _put(item, "env", hook.env)
-            _put(item, "timeout", hook.timeout)
-            hooks.append(item)
-        out["hooks"] = hooks
-    if edits.mounts:
-        mounts = []
-        for mount in edits.mounts:
-            item = {"hostPath": mount.host_path, "containerPath": mount.container_path}
-            _put(item, "options", mount.options)
-            _put(item, "type", mount.type)
-            mounts.append(item)
-        out["mounts"] = mounts
-    if edits.intel_rdt is not None:
-        rdt = edits.intel_rdt
-        item = {}
-        _put(item, "closID", rdt.clos_id)
-        _put(item, "l3CacheSchema", rdt.l3_cache_schema)
-        _put(item, "memBwSchema", rdt.mem_bw_schema)
-        _put(item, "enableCMT", rdt.enable_cmt)
-        _put(item, "enableMBM", rdt.enable_mbm)
-        out["intelRdt"] = item
-    _put(out, "additionalGids", edits.additional_gids)
-    return out
-
-
-def spec_to_data(spec: Spec) -> dict[str, Any]:
-    """The spec as CDI JSON data, keys in the reference's struct order."""
-    out: dict[str, Any] = {"cdiVersion": spec.version, "kind": spec.kind}
-    if spec.annotations:
-        out["annotations"] = dict(spec.annotations)
-    devices = []
-    for device in spec.devices:
-        item: dict[str, Any] = {"name": device.name}
-        if device.annotations:
-            item["annotations"] = dict(device.annotations)
-        item["containerEdits"] = edits_to_data(device.container_edits)
-        devices.append(item)
-    out["devices"] = devices
-    if not spec.container_edits.is_empty():
-        out["containerEdits"] = edits_to_data(spec.container_edits)
+    for key, attr, default, always, nested, many in _table(type(obj)):
+        value = getattr(obj, attr)
+        if not always and value == default:
+            continue
+        if nested is not None:
+            value = [to_data(item) for item in value] if many else to_data(value)
+        elif many:
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[key] = value
     return out
 
 
@@ -168,6 +134,8 @@ def _yaml_sequence(items: list[Any], indent: str, out: list[str]) -> None:
 
 
 def _json_text(data: object) -> str:
+    import json
+
     text = json.dumps(data, indent=2, ensure_ascii=False)
     # Raw non-ASCII keeps Go's YAML decoder happy (it rejects escaped surrogate pairs), but
     # characters YAML does not allow raw must still be escaped.
@@ -188,4 +156,4 @@ def dump_data(data: Mapping[str, Any], fmt: str = "yaml") -> str:
 
 def dump_spec(spec: Spec, fmt: str = "yaml") -> str:
     """The spec as YAML or JSON text that loads back to an equal Spec (no validation)."""
-    return dump_data(spec_to_data(spec), fmt)
+    return dump_data(to_data(spec), fmt)

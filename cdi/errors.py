@@ -48,3 +48,55 @@ class InjectionError(CdiError):
 
 class WriteError(CdiError):
     """A spec file could not be written; nothing was left behind."""
+
+
+def quote(value: str) -> str:
+    """`value` in Go-style double quotes (control characters escaped), on one line."""
+    # Go-style double quotes read better next to YAML than Python's single-quoted repr.
+    body = value.replace("\\", "\\\\").replace('"', '\\"')
+    if not body.isprintable():
+        body = "".join(char if char.isprintable() else _escape(char) for char in body)
+    return f'"{body}"'
+
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(char: str) -> str:
+    known = _ESCAPES.get(char)
+    if known is not None:
+        return known
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def describe(value: object, json: bool = False) -> str:
+    """A decoded value as an error message shows it: `string "x"`, `integer 5`, `a list`.
+
+    Plain YAML scalars typed as booleans, floats or timestamps (`cdi.yaml11.Yaml11Scalar`) show
+    the text as written; `json` words them as JSON does (`number 0.5`, `boolean true`).
+    """
+    kind = type(value)
+    if kind is str:
+        return f"string {quote(value)}"  # type: ignore[arg-type]
+    if kind is bool:
+        return f"boolean {'true' if value else 'false'}"
+    if kind is int:
+        return f"integer {value}"
+    if kind is float:
+        return f"number {value!r}"
+    if value is None:
+        return "null"
+    if kind is dict:
+        return "a mapping"
+    if kind is list or kind is tuple:
+        return "a list"
+    from cdi.yaml11 import Yaml11Scalar
+
+    if isinstance(value, Yaml11Scalar):
+        if json:
+            return f"{'number' if value.kind == 'float' else value.kind} {value.text}"
+        return f"YAML {value.kind} {value.text}"
+    return kind.__name__

@@ -18,9 +18,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from cdi.errors import InjectionError
-from cdi.names import quote
-from cdi.spec import ContainerEdits, DeviceNode, Hook, IntelRdt, Mount
+from cdi.errors import InjectionError, quote
+from cdi.spec import HOOK_STAGES, ContainerEdits, DeviceNode, Hook, IntelRdt, Mount
 
 
 class _Resolved(Protocol):
@@ -36,16 +35,6 @@ class _Resolved(Protocol):
 
 class _Resolver(Protocol):
     def resolve(self, name: str) -> Any: ...
-
-
-HOOK_STAGES = {
-    "prestart": "prestart",
-    "createRuntime": "createRuntime",
-    "createContainer": "createContainer",
-    "startContainer": "startContainer",
-    "poststart": "poststart",
-    "poststop": "poststop",
-}
 
 
 def merge_edits(resolved_devices: Iterable[_Resolved]) -> ContainerEdits:
@@ -325,8 +314,8 @@ def apply_edits(oci_spec: dict[str, Any], edits: ContainerEdits) -> dict[str, An
         hooks = spec["hooks"] = dict(spec.get("hooks") or {})
         copied: set[str] = set()
         for hook in edits.hooks:
-            stage = HOOK_STAGES.get(hook.hook_name)
-            if stage is None:
+            stage = hook.hook_name
+            if stage not in HOOK_STAGES:
                 raise InjectionError(
                     f"failed to inject devices: unknown hook name {hook.hook_name!r}"
                 )

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from cdi.errors import AnnotationError, InvalidNameError
+from cdi.errors import AnnotationError, InvalidNameError, quote
 
 ANNOTATION_PREFIX = "cdi.k8s.io/"
 
@@ -55,32 +55,6 @@ def _explain(value: str, what: str, first_rule: str, inside: frozenset[str], all
         if char not in inside:
             return f"invalid {what} {quoted}: invalid character {char!r} (allowed: {allowed})"
     return f"invalid {what} {quoted}: must end with a letter or digit"
-
-
-def quote(value: str) -> str:
-    """`value` in Go-style double quotes (control characters escaped), on one line."""
-    # Go-style double quotes read better next to YAML than Python's single-quoted repr.
-    body = value.replace("\\", "\\\\").replace('"', '\\"')
-    if not body.isprintable():
-        body = "".join(char if char.isprintable() else _escape(char) for char in body)
-    return f'"{body}"'
-
-
-_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def _escape(char: str) -> str:
-    known = _ESCAPES.get(char)
-    if known is not None:
-        return known
-    code = ord(char)
-    return (
-        f"\\x{code:02x}"
-        if code < 0x100
-        else f"\\u{code:04x}"
-        if code < 0x10000
-        else (f"\\U{code:08x}")
-    )
 
 
 _VENDOR_ALLOWED = "letters, digits, '_', '.', '-' inside"

@@ -14,24 +14,23 @@ reader sees either the old or the new registry, never a mix. With `auto_refresh`
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
 from cdi.codec import load_spec
-from cdi.errors import SpecError
-from cdi.names import quote
-from cdi.spec import Device, Spec
-from cdi.yamlload import paused_gc
+from cdi.errors import SpecError, quote
+from cdi.spec import SPEC_FORMATS, Device, Spec
 
 DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
-SPEC_EXTENSIONS = (".yaml", ".json")
+SPEC_EXTENSIONS = tuple(SPEC_FORMATS)
 
 
 @attrs.frozen
@@ -70,6 +69,22 @@ EMPTY = Snapshot(MappingProxyType({}), (), MappingProxyType({}))
 def is_spec_file_name(name: str) -> bool:
     """True for names the registry reads (`.yaml`/`.json`, case-sensitive, as the reference)."""
     return name.endswith(SPEC_EXTENSIONS)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector (nests; restores the previous state).
+
+    Loading specs allocates hundreds of thousands of objects that all stay alive, so
+    collections during a scan would only rescan them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # A file's identity for the parse cache: a rename (new inode) or an in-place write (size,

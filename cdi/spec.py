@@ -1,79 +1,154 @@
-"""The CDI spec model: frozen attrs classes that mirror the spec's JSON fields.
+"""The CDI spec model: frozen attrs classes, one per object of a spec, each field declared once.
 
-Field names are snake_case here; `cdi.codec` maps them to the exact CDI keys
-(`hostPath`, `containerEdits`, `additionalGids`, ...). Optional scalars are None when the
-spec leaves them out, so that "absent" and "zero" stay distinguishable where the reference
-library distinguishes them (major 0 means "fill from the host").
+A field's metadata (`cdi(...)`) holds what the reference library keeps in its struct tags and
+version table (specs-go/config.go, specs-go/version.go): the exact key, how the value is
+written (`Wire`), whether it is written when empty, and the first cdiVersion that allows it.
+Fields are declared in the reference's struct order, which is the order specs are written in.
+The loader's field tables (`cdi.codec`), the writer's keys (`cdi.dump`) and the minimum-version
+rules (`cdi.version`) are all derived from these declarations: a new CDI field is one line here.
+
+Optional scalars are None when the spec leaves them out, so that "absent" and "zero" stay
+distinguishable where the reference distinguishes them (major 0 means "fill from the host").
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import attrs
 
 
-def _tuple(value: Iterable[object] | None) -> tuple[object, ...]:
+class Wire(enum.Enum):
+    """How a field's value is written: the Go type of the reference's field."""
+
+    STRING = "a string"
+    INT64 = "a 64-bit integer"
+    UINT32 = "an unsigned 32-bit integer"
+    BOOL = "a boolean"
+    STRING_MAP = "a mapping of strings"
+    OBJECT = "a mapping"
+
+
+class Field(NamedTuple):
+    """What the model declares about one CDI field (attrs metadata under the key "cdi")."""
+
+    key: str  # the exact key in YAML/JSON
+    wire: Wire  # the value's type; with `many`, of each item of a list
+    many: bool  # a list of values
+    of: type | None  # the model class of an OBJECT
+    since: str | None  # the first cdiVersion that allows it being set; None: every version
+    always: bool  # written even when empty (no `omitempty` in the reference)
+
+
+def cdi(
+    key: str,
+    wire: Wire | type = Wire.STRING,
+    since: str | None = None,
+    *,
+    many: bool = False,
+    always: bool = False,
+) -> dict[str, Field]:
+    """The metadata of a CDI field; `wire` is a model class for nested objects."""
+    if isinstance(wire, Wire):
+        return {"cdi": Field(key, wire, many, None, since, always)}
+    return {"cdi": Field(key, Wire.OBJECT, many, wire, since, always)}
+
+
+def _tuple(value: Iterable[Any] | None) -> tuple[Any, ...]:
     return tuple(value) if value is not None else ()
+
+
+def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    # A fresh dict keeps callers from aliasing their input.
+    return dict(value) if value else {}
 
 
 @attrs.frozen
 class DeviceNode:
     """A device node to create in the container (`deviceNodes[]`)."""
 
-    path: str
-    host_path: str | None = None
-    type: str | None = None
-    major: int | None = None
-    minor: int | None = None
-    file_mode: int | None = None
-    permissions: str | None = None
-    uid: int | None = None
-    gid: int | None = None
+    path: str = attrs.field(metadata=cdi("path", always=True))
+    host_path: str | None = attrs.field(default=None, metadata=cdi("hostPath", since="0.5.0"))
+    type: str | None = attrs.field(default=None, metadata=cdi("type"))
+    major: int | None = attrs.field(default=None, metadata=cdi("major", Wire.INT64))
+    minor: int | None = attrs.field(default=None, metadata=cdi("minor", Wire.INT64))
+    file_mode: int | None = attrs.field(default=None, metadata=cdi("fileMode", Wire.UINT32))
+    permissions: str | None = attrs.field(default=None, metadata=cdi("permissions"))
+    uid: int | None = attrs.field(default=None, metadata=cdi("uid", Wire.UINT32))
+    gid: int | None = attrs.field(default=None, metadata=cdi("gid", Wire.UINT32))
 
 
 @attrs.frozen
 class Mount:
     """A mount to add to the container (`mounts[]`)."""
 
-    host_path: str
-    container_path: str
-    options: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    type: str | None = None
+    host_path: str = attrs.field(metadata=cdi("hostPath", always=True))
+    container_path: str = attrs.field(metadata=cdi("containerPath", always=True))
+    options: tuple[str, ...] = attrs.field(
+        default=(), converter=_tuple, metadata=cdi("options", many=True)
+    )
+    type: str | None = attrs.field(default=None, metadata=cdi("type", since="0.4.0"))
+
+
+# The OCI hook stages a CDI hook may name, in the OCI runtime spec's order.
+HOOK_STAGES = (
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+)
 
 
 @attrs.frozen
 class Hook:
-    """An OCI hook (`hooks[]`); `hook_name` is the OCI stage."""
+    """An OCI hook (`hooks[]`); `hook_name` is the OCI stage (one of HOOK_STAGES)."""
 
-    hook_name: str
-    path: str
-    args: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    env: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    timeout: int | None = None
+    hook_name: str = attrs.field(metadata=cdi("hookName", always=True))
+    path: str = attrs.field(metadata=cdi("path", always=True))
+    args: tuple[str, ...] = attrs.field(
+        default=(), converter=_tuple, metadata=cdi("args", many=True)
+    )
+    env: tuple[str, ...] = attrs.field(default=(), converter=_tuple, metadata=cdi("env", many=True))
+    timeout: int | None = attrs.field(default=None, metadata=cdi("timeout", Wire.INT64))
 
 
 @attrs.frozen
 class IntelRdt:
-    """Intel RDT settings (`intelRdt`), cdiVersion 0.7.0."""
+    """Intel RDT settings (`intelRdt`)."""
 
-    clos_id: str | None = None
-    l3_cache_schema: str | None = None
-    mem_bw_schema: str | None = None
-    enable_cmt: bool | None = None
-    enable_mbm: bool | None = None
+    clos_id: str | None = attrs.field(default=None, metadata=cdi("closID"))
+    l3_cache_schema: str | None = attrs.field(default=None, metadata=cdi("l3CacheSchema"))
+    mem_bw_schema: str | None = attrs.field(default=None, metadata=cdi("memBwSchema"))
+    enable_cmt: bool | None = attrs.field(default=None, metadata=cdi("enableCMT", Wire.BOOL))
+    enable_mbm: bool | None = attrs.field(default=None, metadata=cdi("enableMBM", Wire.BOOL))
 
 
 @attrs.frozen
 class ContainerEdits:
     """Edits a device (or the whole spec) makes to a container."""
 
-    env: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
-    device_nodes: tuple[DeviceNode, ...] = attrs.field(default=(), converter=_tuple)
-    hooks: tuple[Hook, ...] = attrs.field(default=(), converter=_tuple)
-    mounts: tuple[Mount, ...] = attrs.field(default=(), converter=_tuple)
-    intel_rdt: IntelRdt | None = None
-    additional_gids: tuple[int, ...] = attrs.field(default=(), converter=_tuple)
+    env: tuple[str, ...] = attrs.field(default=(), converter=_tuple, metadata=cdi("env", many=True))
+    device_nodes: tuple[DeviceNode, ...] = attrs.field(
+        default=(), converter=_tuple, metadata=cdi("deviceNodes", DeviceNode, many=True)
+    )
+    hooks: tuple[Hook, ...] = attrs.field(
+        default=(), converter=_tuple, metadata=cdi("hooks", Hook, many=True)
+    )
+    mounts: tuple[Mount, ...] = attrs.field(
+        default=(), converter=_tuple, metadata=cdi("mounts", Mount, many=True)
+    )
+    intel_rdt: IntelRdt | None = attrs.field(
+        default=None, metadata=cdi("intelRdt", IntelRdt, "0.7.0")
+    )
+    additional_gids: tuple[int, ...] = attrs.field(
+        default=(),
+        converter=_tuple,
+        metadata=cdi("additionalGids", Wire.UINT32, "0.7.0", many=True),
+    )
 
     def is_empty(self) -> bool:
         """True when the edits change nothing (the reference's `isEmpty`)."""
@@ -87,30 +162,40 @@ class ContainerEdits:
         )
 
 
-def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
-    # A plain dict inside a frozen class is still mutable; a sorted tuple-backed copy is not
-    # needed for correctness here, but a fresh dict keeps callers from aliasing input.
-    return dict(value) if value else {}
-
-
 @attrs.frozen
 class Device:
     """One named device of a spec."""
 
-    name: str
-    container_edits: ContainerEdits = attrs.field(factory=ContainerEdits)
-    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    name: str = attrs.field(metadata=cdi("name", always=True))
+    annotations: Mapping[str, str] = attrs.field(
+        factory=dict,
+        converter=_frozen_map,
+        kw_only=True,
+        metadata=cdi("annotations", Wire.STRING_MAP, "0.6.0"),
+    )
+    container_edits: ContainerEdits = attrs.field(
+        factory=ContainerEdits, metadata=cdi("containerEdits", ContainerEdits, always=True)
+    )
 
 
 @attrs.frozen
 class Spec:
     """A whole CDI spec file."""
 
-    version: str
-    kind: str
-    devices: tuple[Device, ...] = attrs.field(default=(), converter=_tuple)
-    container_edits: ContainerEdits = attrs.field(factory=ContainerEdits)
-    annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
+    version: str = attrs.field(metadata=cdi("cdiVersion", always=True))
+    kind: str = attrs.field(metadata=cdi("kind", always=True))
+    annotations: Mapping[str, str] = attrs.field(
+        factory=dict,
+        converter=_frozen_map,
+        kw_only=True,
+        metadata=cdi("annotations", Wire.STRING_MAP, "0.6.0"),
+    )
+    devices: tuple[Device, ...] = attrs.field(
+        default=(), converter=_tuple, metadata=cdi("devices", Device, many=True, always=True)
+    )
+    container_edits: ContainerEdits = attrs.field(
+        factory=ContainerEdits, metadata=cdi("containerEdits", ContainerEdits)
+    )
 
     @property
     def vendor(self) -> str:
@@ -123,3 +208,29 @@ class Spec:
         """The class part of `kind` (after the first `/`)."""
         vendor, sep, cls = self.kind.partition("/")
         return cls if sep else vendor
+
+
+class Declared(NamedTuple):
+    """A field of a model class as the loader, writer and version rules see it."""
+
+    attr: str  # the attrs attribute
+    field: Field
+    default: object  # the value when left out (a factory is called once)
+    required: bool  # no default: the constructor needs it
+
+
+def declared(cls: type) -> tuple[Declared, ...]:
+    """The CDI fields of model class `cls`, in declaration (= writing) order."""
+    result = []
+    for attribute in attrs.fields(cls):
+        default = attribute.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        required = default is attrs.NOTHING
+        field = attribute.metadata["cdi"]
+        result.append(Declared(attribute.name, field, None if required else default, required))
+    return tuple(result)
+
+
+# Spec files: the extensions CDI registries read, and the format each one holds.
+SPEC_FORMATS = {".yaml": "yaml", ".json": "json"}

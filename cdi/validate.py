@@ -1,4 +1,4 @@
-"""Every validation rule of a CDI spec, and the minimum cdiVersion a spec needs.
+"""Every validation rule of a CDI spec.
 
 This is the only place that decides whether a spec is valid; the loader, the writer and the
 registry all call `validate_spec`. The rules are the reference library's (0.8.0) plus the
@@ -8,122 +8,22 @@ one-character vendor/class).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-from cdi.errors import SpecError
+from cdi.errors import SpecError, quote
 from cdi.names import (
     class_error,
     device_name_error,
     parse_qualifier,
-    quote,
     spec_annotation_error,
     vendor_error,
 )
-from cdi.spec import ContainerEdits, Device, Spec
+from cdi.spec import HOOK_STAGES, ContainerEdits, Device, Spec
+from cdi.version import version_error
 
-# The versions the reference 0.8.0 knows. 0.1.0 and 0.2.0 are "known" but every spec needs
-# at least 0.3.0, so they always fail the minimum-version check (as in the reference).
-KNOWN_VERSIONS: dict[str, tuple[int, int, int]] = {
-    f"0.{minor}.0": (0, minor, 0) for minor in range(1, 9)
-}
-LATEST_VERSION = "0.8.0"
-FLOOR_VERSION = "0.3.0"
-
-HOOK_NAMES = frozenset(
-    ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-)
 NODE_TYPES = frozenset(("", "b", "c", "u", "p"))
 _PERMISSION_CHARS = frozenset("rwm")
 _CLOS_ID_MAX = 4096
-
-
-def parse_version(version: str) -> tuple[int, int, int] | None:
-    """The version as a tuple if the reference knows it (an optional leading `v` is allowed)."""
-    return KNOWN_VERSIONS.get(version[1:] if version.startswith("v") else version)
-
-
-def version_requirements(spec: Spec) -> Iterator[tuple[str, str]]:
-    """Every (version, reason) that the content of `spec` requires, beyond the 0.3.0 floor."""
-    vendor, cls = parse_qualifier(spec.kind)
-    if spec.annotations:
-        yield "0.6.0", "spec annotations"
-    if vendor and "." in cls:
-        yield "0.6.0", f"'.' in class {quote(cls)}"
-    for edits, where in _all_edits(spec):
-        for mount in edits.mounts:
-            if mount.type:
-                yield "0.4.0", f"{where}mount type {quote(mount.type)}"
-        for node in edits.device_nodes:
-            if node.host_path:
-                yield "0.5.0", f"{where}device node hostPath {quote(node.host_path)}"
-        if edits.intel_rdt is not None:
-            yield "0.7.0", f"{where}intelRdt"
-        if edits.additional_gids:
-            yield "0.7.0", f"{where}additionalGids"
-    for device in spec.devices:
-        name = device.name
-        if name and not ("A" <= name[0] <= "Z" or "a" <= name[0] <= "z"):
-            yield "0.5.0", f"device name {quote(name)} not starting with a letter"
-        if device.annotations:
-            yield "0.6.0", f"device {quote(name)}: annotations"
-
-
-def _all_edits(spec: Spec) -> Iterator[tuple[ContainerEdits, str]]:
-    yield spec.container_edits, ""
-    for device in spec.devices:
-        yield device.container_edits, f"device {quote(device.name)}: "
-
-
-def minimum_requirement(spec: Spec) -> tuple[str, str]:
-    """The minimum cdiVersion of `spec` and the first reason for it ("" at the floor)."""
-    required = minimum_version(spec)
-    for version, reason in version_requirements(spec):
-        if version == required:
-            return required, reason
-    return required, ""
-
-
-def minimum_version(spec: Spec) -> str:
-    """The lowest cdiVersion that can express `spec` (the reference's MinimumRequiredVersion).
-
-    The same predicates as `version_requirements`, without building the reasons: this runs
-    on every load.
-    """
-    best = 3
-    vendor, cls = parse_qualifier(spec.kind)
-    if spec.annotations or (vendor and "." in cls):
-        best = 6
-    for edits in (spec.container_edits, *(device.container_edits for device in spec.devices)):
-        if edits.intel_rdt is not None or edits.additional_gids:
-            return "0.7.0"
-        if best < 5 and any(node.host_path for node in edits.device_nodes):
-            best = 5
-        if best < 4 and any(mount.type for mount in edits.mounts):
-            best = 4
-    if best < 6:
-        for device in spec.devices:
-            if device.annotations:
-                best = 6
-                break
-            name = device.name
-            if name and not ("A" <= name[0] <= "Z" or "a" <= name[0] <= "z"):
-                best = 5
-    return f"0.{best}.0"
-
-
-def version_error(spec: Spec) -> str | None:
-    """Why `spec.version` is unknown or too old for its content, or None."""
-    key = parse_version(spec.version)
-    if key is None:
-        return (
-            f"invalid cdiVersion {quote(spec.version)}: not a version the reference library "
-            f"0.8.0 knows (0.3.0 to {LATEST_VERSION}, optionally with a leading 'v')"
-        )
-    required, why = minimum_requirement(spec)
-    if key < KNOWN_VERSIONS[required]:
-        reason = f" ({why} needs it)" if why else " (the oldest usable spec version)"
-        return f"cdiVersion {quote(spec.version)} is too old: needs at least {required}{reason}"
-    return None
 
 
 def validate_spec(spec: Spec, source: str) -> None:
@@ -216,11 +116,11 @@ def _edits_error(edits: ContainerEdits) -> tuple[str, str] | None:
                 "(only 'r', 'w', 'm')",
             )
     for index, hook in enumerate(edits.hooks):
-        if hook.hook_name not in HOOK_NAMES:
+        if hook.hook_name not in HOOK_STAGES:
             return (
                 f".hooks[{index}].hookName",
                 f"invalid hook name {quote(hook.hook_name)} "
-                f"(one of {', '.join(sorted(HOOK_NAMES))})",
+                f"(one of {', '.join(sorted(HOOK_STAGES))})",
             )
         if not hook.path or hook.path[0] != "/":
             return (

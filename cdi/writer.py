@@ -15,19 +15,24 @@ import stat
 
 import attrs
 
-from cdi.codec import dump_spec
-from cdi.errors import WriteError
-from cdi.names import quote
-from cdi.spec import Spec
-from cdi.validate import KNOWN_VERSIONS, minimum_requirement, parse_version, validate_spec
+from cdi.dump import dump_spec
+from cdi.errors import WriteError, quote
+from cdi.spec import SPEC_FORMATS, Spec
+from cdi.validate import validate_spec
+from cdi.version import (
+    FLOOR_VERSION,
+    KNOWN_VERSIONS,
+    LATEST_VERSION,
+    minimum_requirement,
+    parse_version,
+)
 
 FILE_MODE = 0o644
-_EXTENSIONS = {".yaml": "yaml", ".json": "json"}
 
 
 def format_for(path: str) -> str:
     """The format a spec file at `path` must have (`.yaml` or `.json`, as the registry reads)."""
-    fmt = _EXTENSIONS.get(os.path.splitext(path)[1])
+    fmt = SPEC_FORMATS.get(os.path.splitext(path)[1])
     if fmt is None:
         raise WriteError(
             f"{path}: a spec file name must end in .yaml or .json "
@@ -36,24 +41,29 @@ def format_for(path: str) -> str:
     return fmt
 
 
+def with_version(spec: Spec, version: str | None) -> Spec:
+    """`spec` with cdiVersion `version`, or the minimum its content needs when None;
+    WriteError when `version` is unknown or too old for the content."""
+    if version is None:
+        return attrs.evolve(spec, version=minimum_requirement(spec)[0])
+    key = parse_version(version)
+    if key is None:
+        raise WriteError(
+            f"cannot write cdiVersion {quote(version)}: not a version the reference "
+            f"library 0.8.0 knows ({FLOOR_VERSION} to {LATEST_VERSION})"
+        )
+    required, why = minimum_requirement(spec)
+    if key < KNOWN_VERSIONS[required]:
+        raise WriteError(
+            f"cannot write cdiVersion {quote(version)}: the content needs at least "
+            f"{required} ({why} needs it)"
+        )
+    return attrs.evolve(spec, version=version)
+
+
 def render_spec(spec: Spec, *, fmt: str = "yaml", version: str | None = None) -> str:
     """The text `write_spec` would write: cdiVersion set to `version` or the minimum."""
-    required, why = minimum_requirement(spec)
-    if version is None:
-        version = required
-    else:
-        key = parse_version(version)
-        if key is None:
-            raise WriteError(
-                f"cannot write cdiVersion {quote(version)}: not a version the reference "
-                "library 0.8.0 knows (0.3.0 to 0.8.0)"
-            )
-        if key < KNOWN_VERSIONS[required]:
-            raise WriteError(
-                f"cannot write cdiVersion {quote(version)}: the content needs at least "
-                f"{required} ({why} needs it)"
-            )
-    spec = attrs.evolve(spec, version=version)
+    spec = with_version(spec, version)
     validate_spec(spec, f"spec {quote(spec.kind)}")
     return dump_spec(spec, fmt)
 
@@ -66,16 +76,21 @@ def write_spec(
     cdiVersion is the minimum the content needs unless `version` is given; a `version` too
     old for the content is refused (WriteError), as is an invalid spec (SpecError).
     """
-    text = render_spec(spec, fmt=fmt or format_for(path), version=version).encode()
+    return write_text(path, render_spec(spec, fmt=fmt or format_for(path), version=version))
+
+
+def write_text(path: str, text: str) -> bool:
+    """Atomically replace `path` with `text`; False (nothing written) when it already holds it."""
+    data = text.encode()
     try:
         with open(path, "rb") as stream:
-            if stream.read() == text:
+            if stream.read() == data:
                 if stat.S_IMODE(os.fstat(stream.fileno()).st_mode) != FILE_MODE:
                     os.chmod(path, FILE_MODE)  # same content, but readable as promised
                 return False
     except OSError:
         pass  # missing or unreadable: (re)write it
-    write_atomic(path, text)
+    write_atomic(path, data)
     return True
 
 

@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from cdi.version import VersionAction
+from cdi.release import VersionAction
 from nri_plugin.config import LOG_LEVELS, MODES, Config, ConfigError, load_file, with_flags
 from nri_plugin.metrics import MetricsUnavailable
 

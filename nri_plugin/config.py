@@ -13,7 +13,8 @@ from typing import Any
 import attrs
 import yaml
 
-from cdi.names import class_error, quote, vendor_error
+from cdi.errors import quote
+from cdi.names import class_error, vendor_error
 from cdi.registry import DEFAULT_SPEC_DIRS
 from nri_plugin.policy import RUNTIME_CDI_CHOICES, Policy
 

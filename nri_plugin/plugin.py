@@ -20,9 +20,8 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from cdi.errors import CdiError
+from cdi.errors import CdiError, quote
 from cdi.inject import merge_edits
-from cdi.names import quote
 from cdi.registry import Registry, ResolvedDevice, Snapshot
 from nri_plugin import adjust as adjust_mod
 from nri_plugin import config as config_mod

@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable
 
 import attrs
 
-from cdi.names import quote
+from cdi.errors import quote
 from nri_plugin.requests import Request
 
 DEFAULT_MANAGEMENT_KINDS = ("management.nvidia.com/gpu",)

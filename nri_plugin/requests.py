@@ -26,7 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 import yaml
 
-from cdi.names import ANNOTATION_PREFIX, qualified_name_error, quote
+from cdi.errors import quote
+from cdi.names import ANNOTATION_PREFIX, qualified_name_error
 
 NRI_DEVICE_KEY = "cdi-devices.nri.io"
 # device-injector >= 0.10 prefers this domain and keeps nri.io as the fallback

@@ -134,7 +134,7 @@ def install(prefix: str, python: str, host_root: str = "/") -> tuple[str, list[s
     """Install the hook; returns (the host path of the hook, lines to tell the user)."""
     from cdi.errors import WriteError
     from cdi.node import hookfile
-    from cdi.version import version
+    from cdi.release import version
     from cdi.writer import write_atomic
 
     prefix = _absolute("--prefix", prefix)

@@ -1,30 +1,27 @@
-"""Inventory + options -> CDI spec data: a pure function, no I/O, same input -> same output.
+"""Inventory + options -> a CDI spec (the model): a pure function, no I/O, same input -> same
+output.
 
-The result is the spec as CDI JSON data (exact keys, in the order nvidia-ctk writes them), which
-`cdi.codec` validates and dumps. What goes where follows nvidia-ctk 1.20.0 (see
-docs/generator.md): control nodes, driver files and hooks in the spec-wide edits; per device
-its /dev/nvidiaN, DRM or MIG cap nodes, DRM by-path links and additionalGids; a merged `all`.
+What goes where follows nvidia-ctk 1.20.0 (see docs/generator.md): control nodes, driver files
+and hooks in the spec-wide edits; per device its /dev/nvidiaN, DRM or MIG cap nodes, DRM
+by-path links and additionalGids; a merged `all`. The spec's cdiVersion is the minimum its
+content needs (the CDI core's rules, `cdi.version`).
 """
 
 from __future__ import annotations
 
 import os.path
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+import attrs
 
 from cdi.nvidia import naming
 from cdi.nvidia.inventory import Gpu, Inventory, MigDevice, Node
 from cdi.nvidia.rootpath import host as host_path
+from cdi.spec import ContainerEdits, Device, DeviceNode, Hook, Mount, Spec
+from cdi.version import minimum_requirement
 
 MODES = ("nvml", "management", "imex")
-HOOKS = (
-    "create-symlinks",
-    "enable-cuda-compat",
-    "update-ldcache",
-    "disable-device-node-modification",
-    "chmod",
-)
-DEFAULT_HOOKS = frozenset(HOOKS) - {"chmod"}
 CONTROL_NODES = (
     "/dev/nvidiactl",
     "/dev/nvidia-uvm",
@@ -36,9 +33,18 @@ RO_OPTIONS = ("ro", "nosuid", "nodev", "rbind", "rprivate")
 IPC_OPTIONS = ("nosuid", "nodev", "rbind", "rprivate", "noexec")
 # Management specs leave the graphics stack out, as nvidia-ctk does.
 GRAPHICS_KINDS = frozenset(("graphics", "xorg", "config"))
-HOOK_STAGE = "createContainer"
 
-Data = dict[str, Any]
+
+# Hook actions (gpu-cdi-hook subcommands) the spec may call; the hook section below puts them
+# into OCI hooks.
+HOOKS = (
+    "create-symlinks",
+    "enable-cuda-compat",
+    "update-ldcache",
+    "disable-device-node-modification",
+    "chmod",
+)
+DEFAULT_HOOKS = frozenset(HOOKS) - {"chmod"}
 
 
 class BuildError(ValueError):
@@ -61,12 +67,14 @@ class Options(NamedTuple):
     additional_gids: bool = True
 
 
-class Built(NamedTuple):
-    """The spec data, why it needs its cdiVersion, and what was left out (one line each)."""
+@attrs.frozen
+class Built:
+    """A built spec and what the builder knows about it."""
 
-    data: Data
-    version_reason: str
-    notes: tuple[str, ...]
+    spec: Spec  # its cdiVersion is the minimum the content needs
+    reason: str  # why it needs that version ("" at the oldest usable version)
+    gids: tuple[int, ...]  # groups given through additionalGids, sorted
+    notes: tuple[str, ...]  # devices left out and why, one line each
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -77,20 +85,18 @@ def _depth_key(path: str) -> tuple[int, str]:
     return (path.count("/"), path)
 
 
-def _node_data(inv: Inventory, node: Node, always_host_path: bool = False) -> Data:
-    out: Data = {"path": node.path}
-    if always_host_path or inv.dev_root != "/":
-        out["hostPath"] = host_path(inv.dev_root, node.path)
-    if node.major:
-        out["major"] = node.major
-    if node.minor:
-        out["minor"] = node.minor
-    if node.mode:
-        out["fileMode"] = node.mode
-    out["permissions"] = "rwm"
-    if node.gid:
-        out["gid"] = node.gid
-    return out
+def _device_node(inv: Inventory, node: Node, always_host_path: bool = False) -> DeviceNode:
+    return DeviceNode(
+        node.path,
+        host_path=(
+            host_path(inv.dev_root, node.path) if always_host_path or inv.dev_root != "/" else None
+        ),
+        major=node.major or None,
+        minor=node.minor or None,
+        file_mode=node.mode or None,
+        permissions="rwm",
+        gid=node.gid or None,
+    )
 
 
 def _needs_gid(node: Node) -> bool:
@@ -122,26 +128,28 @@ class _Edits:
         self.actions.extend(other.actions)
         self.gids.extend(g for g in other.gids if g not in self.gids)
 
-    def data(self, inv: Inventory, opts: Options, always_host_path: bool = False) -> Data:
-        out: Data = {}
-        if self.env:
-            out["env"] = list(self.env)
-        if self.nodes:
-            nodes = sorted(self.nodes.values(), key=lambda n: _depth_key(n.path))
-            out["deviceNodes"] = [_node_data(inv, n, always_host_path) for n in nodes]
-        hooks = _hooks(opts, self.actions)
-        if hooks:
-            out["hooks"] = hooks
-        if self.mounts:
-            out["mounts"] = [
-                {"hostPath": host, "containerPath": path, "options": list(options)}
-                for path, (host, options) in sorted(
-                    self.mounts.items(), key=lambda item: _depth_key(item[0])
-                )
-            ]
-        if self.gids:
-            out["additionalGids"] = list(self.gids)
-        return out
+    def to_model(
+        self, inv: Inventory, opts: Options, always_host_path: bool = False
+    ) -> ContainerEdits:
+        nodes = sorted(self.nodes.values(), key=lambda n: _depth_key(n.path))
+        mounts = sorted(self.mounts.items(), key=lambda item: _depth_key(item[0]))
+        return ContainerEdits(
+            env=self.env,
+            device_nodes=[_device_node(inv, node, always_host_path) for node in nodes],
+            hooks=_hooks(opts, self.actions),
+            mounts=[Mount(host, path, options) for path, (host, options) in mounts],
+            additional_gids=self.gids,
+        )
+
+
+# -------------------------------------------------------------------------------------- hooks
+# Hook actions are collected per edits as [action, *args]; here they become OCI hooks: by
+# default one gpu-cdi-hook call chaining every action, or one hook per action.
+
+HOOK_STAGE = "createContainer"
+# A hook with no env inherits the container's (runc), so an image's LD_PRELOAD would run
+# inside our hook on the host (the CVE-2025-23266 class): always give it one.
+HOOK_ENV = ("GPU_CDI_HOOK=1",)
 
 
 def _merge_actions(actions: Iterable[list[str]]) -> list[list[str]]:
@@ -155,20 +163,12 @@ def _merge_actions(actions: Iterable[list[str]]) -> list[list[str]]:
     return list(merged.values())
 
 
-HOOK_ENV = ["GPU_CDI_HOOK=1"]
-
-
-def _hooks(opts: Options, actions: list[list[str]]) -> list[Data]:
+def _hooks(opts: Options, actions: list[list[str]]) -> list[Hook]:
     if not actions:
         return []
     program = os.path.basename(opts.hook_path)
     groups = actions if opts.hook_per_action else [[t for a in actions for t in a]]
-    return [
-        # A hook with no env inherits the container's (runc), so an image's LD_PRELOAD would
-        # run inside our hook on the host (the CVE-2025-23266 class): always give it one.
-        {"hookName": HOOK_STAGE, "path": opts.hook_path, "args": [program, *group], "env": HOOK_ENV}
-        for group in groups
-    ]
+    return [Hook(HOOK_STAGE, opts.hook_path, [program, *group], HOOK_ENV) for group in groups]
 
 
 def _links_args(links: Iterable[tuple[str, str]]) -> list[str]:
@@ -403,63 +403,35 @@ def _imex_devices(inv: Inventory, opts: Options) -> list[_Device]:
 
 # --------------------------------------------------------------------------------- the spec
 
-_VERSION_RULES = (("0.7.0", "additionalGids"), ("0.5.0", "hostPath"))
-
-
-def required_version(data: Data) -> tuple[str, str]:
-    """The minimum cdiVersion this spec data needs and why (the reference library's rules)."""
-    best, why = "0.3.0", ""
-
-    def need(version: str, reason: str) -> None:
-        nonlocal best, why
-        if version > best:
-            best, why = version, reason
-
-    cls = data["kind"].partition("/")[2]
-    if "." in cls:
-        need("0.6.0", f"'.' in class {cls!r}")
-    all_edits = [("", data.get("containerEdits", {}))] + [
-        (f"device {d['name']!r}: ", d["containerEdits"]) for d in data["devices"]
-    ]
-    for where, edits in all_edits:
-        if edits.get("additionalGids"):
-            paths = [n["path"] for n in edits.get("deviceNodes", ()) if n.get("gid")]
-            need("0.7.0", f"{where}additionalGids for {', '.join(paths) or 'device nodes'}")
-        if any("hostPath" in node for node in edits.get("deviceNodes", ())):
-            need("0.5.0", f"{where}device node hostPath")
-    for device in data["devices"]:
-        if not device["name"][:1].isalpha():
-            need("0.5.0", f"device name {device['name']!r} starts with a digit")
-    return best, why
-
 
 def build(inv: Inventory, opts: Options) -> Built:
-    """The CDI spec data for `inv` under `opts`; BuildError for impossible requests."""
+    """The CDI spec for `inv` under `opts`; BuildError for impossible requests."""
     if opts.mode not in MODES:
         raise BuildError(f"--mode {opts.mode!r}: not one of {', '.join(MODES)}")
     notes: list[str] = []
     if opts.mode == "nvml":
-        devices = _nvml_devices(inv, opts, notes)
+        found = _nvml_devices(inv, opts, notes)
     elif opts.mode == "management":
-        devices = _management_devices(inv, opts) if "none" not in opts.device_ids else []
+        found = _management_devices(inv, opts) if "none" not in opts.device_ids else []
     else:
-        devices = _imex_devices(inv, opts)
+        found = _imex_devices(inv, opts)
     always_host_path = opts.mode == "imex"
-    entries: list[Data] = []
-    for device in devices:
-        data = device.edits.data(inv, opts, always_host_path)
-        entries.extend({"name": name, "containerEdits": data} for name in device.names)
-    names = {entry["name"] for entry in entries}
-    if opts.all_device and devices and "none" not in opts.device_ids and "all" not in names:
+    devices: list[Device] = []
+    for device in found:
+        edits = device.edits.to_model(inv, opts, always_host_path)
+        devices.extend(Device(name, edits) for name in device.names)
+    names = {device.name for device in devices}
+    if opts.all_device and found and "none" not in opts.device_ids and "all" not in names:
         merged = _Edits()
-        for device in devices:
+        for device in found:
             merged.merge(device.edits)
         merged.actions = _merge_actions(merged.actions)
-        entries.append({"name": "all", "containerEdits": merged.data(inv, opts, always_host_path)})
-    entries.sort(key=lambda entry: entry["name"].encode())
-    spec: Data = {"cdiVersion": "0.3.0", "kind": f"{opts.vendor}/{opts.cls}", "devices": entries}
-    common = _common_edits(inv, opts).data(inv, opts)
-    if common:
-        spec["containerEdits"] = common
-    spec["cdiVersion"], reason = required_version(spec)
-    return Built(spec, reason, tuple(notes))
+        devices.append(Device("all", merged.to_model(inv, opts, always_host_path)))
+    devices.sort(key=lambda device: device.name.encode())
+    common = _common_edits(inv, opts)
+    spec = Spec("", f"{opts.vendor}/{opts.cls}", devices, common.to_model(inv, opts))
+    version, reason = minimum_requirement(spec)
+    gids = sorted(
+        {gid for d in devices for gid in d.container_edits.additional_gids} | {*common.gids}
+    )
+    return Built(attrs.evolve(spec, version=version), reason, tuple(gids), tuple(notes))

@@ -12,8 +12,6 @@ from typing import Any
 
 from cdi.node.hookpath import HOOK_PROGRAM, default_hook_path, missing_warning
 
-KNOWN_VERSIONS = tuple(f"0.{minor}.0" for minor in range(3, 9))
-
 
 def add_discovery_flags(parser: argparse.ArgumentParser, *, saved_inventory: bool = True) -> None:
     """Add the flags that say where the node is; `gpu-cdi generate`, `gpu-cdi inventory` and
@@ -194,6 +192,7 @@ def _options(args: argparse.Namespace) -> Any:
     from cdi.names import class_error, vendor_error
     from cdi.nvidia import naming
     from cdi.nvidia.build import Options
+    from cdi.version import FLOOR_VERSION, KNOWN_VERSIONS, parse_version
 
     for error in (vendor_error(args.vendor), class_error(args.cls)):
         if error:
@@ -207,11 +206,14 @@ def _options(args: argparse.Namespace) -> Any:
     ids = tuple(_split(args.device_id)) or ("all",)
     if "none" in ids and len(ids) > 1:
         raise UsageError(f"--device-id none conflicts with --device-id {', '.join(ids)}")
-    if args.cdi_version is not None and args.cdi_version.lstrip("v") not in KNOWN_VERSIONS:
-        raise UsageError(
-            f"--cdi-version {args.cdi_version!r}: not a CDI version the reference library "
-            f"0.8.0 reads ({', '.join(KNOWN_VERSIONS)})"
-        )
+    if args.cdi_version is not None:
+        key = parse_version(args.cdi_version)
+        if key is None or key < KNOWN_VERSIONS[FLOOR_VERSION]:
+            usable = [v for v, k in KNOWN_VERSIONS.items() if k >= KNOWN_VERSIONS[FLOOR_VERSION]]
+            raise UsageError(
+                f"--cdi-version {args.cdi_version!r}: not a CDI version the reference library "
+                f"0.8.0 reads ({', '.join(usable)})"
+            )
     return Options(
         vendor=args.vendor,
         cls=args.cls,
@@ -298,7 +300,7 @@ def generate_command(args: argparse.Namespace) -> int:
         options = _options(args)
         target = generate.output_target(args.output, args.format, args.check)
         inv = inventory_from_args(args, args.mode)
-        version = args.cdi_version.lstrip("v") if args.cdi_version else None
+        version = args.cdi_version.removeprefix("v") if args.cdi_version else None
         missing = None if args.hook_path else missing_warning(options.hook_path, args.host_root)
         if missing:
             print(missing, file=sys.stderr)

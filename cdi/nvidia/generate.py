@@ -1,4 +1,4 @@
-"""`gpu-cdi generate`: inventory (discovered or loaded) -> spec data -> validated text -> write.
+"""`gpu-cdi generate`: inventory (discovered or loaded) -> spec -> validated text -> write.
 
 Every user error becomes one `GenerateError` line and exit code 2, before anything is written.
 """
@@ -12,8 +12,7 @@ from typing import NamedTuple, TextIO
 
 from cdi.nvidia.build import Built, Options
 from cdi.nvidia.inventory import Inventory
-
-EXTENSIONS = {".yaml": "yaml", ".json": "json"}
+from cdi.spec import SPEC_FORMATS, ContainerEdits
 
 
 class GenerateError(Exception):
@@ -35,33 +34,35 @@ def output_target(output: str, fmt: str | None, check: bool) -> Target:
             raise GenerateError("--check needs --output FILE: the spec to compare with")
         return Target("", fmt or "yaml")
     ext = os.path.splitext(output)[1]
-    if ext not in EXTENSIONS:
+    if ext not in SPEC_FORMATS:
         # nvidia-ctk appends the extension; registries ignore files without one.
         output += "." + (fmt or "yaml")
-    elif fmt is not None and EXTENSIONS[ext] != fmt:
+    elif fmt is not None and SPEC_FORMATS[ext] != fmt:
         raise GenerateError(
             f"--format {fmt} conflicts with --output {output}: a {ext} file must hold "
-            f"{EXTENSIONS[ext].upper()} (CDI registries choose the parser by extension)"
+            f"{SPEC_FORMATS[ext].upper()} (CDI registries choose the parser by extension)"
         )
-    return Target(output, EXTENSIONS[os.path.splitext(output)[1]], check)
+    return Target(output, SPEC_FORMATS[os.path.splitext(output)[1]], check)
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.lstrip("v").split("."))
+def _has_gids(version: str) -> bool:
+    """Whether cdiVersion `version` (one the reference knows) can carry additionalGids."""
+    from cdi.version import KNOWN_VERSIONS, parse_version, since
+
+    key = parse_version(version)
+    return key is not None and key >= KNOWN_VERSIONS[since(ContainerEdits, "additional_gids")]
 
 
 def build_for_version(
     inventory: Inventory, options: Options, version: str | None, warn: Callable[[str], None]
 ) -> Built:
-    """Build; for a cdiVersion below 0.7.0 leave additionalGids out and say so."""
+    """Build; for a cdiVersion without additionalGids leave them out and say so."""
     from cdi.nvidia.build import BuildError, build
 
     try:
         built = build(inventory, options)
-        too_old = version is not None and _version_key(version) < (0, 7, 0)
-        if too_old and "additionalGids" in built.version_reason:
-            edits = [device["containerEdits"] for device in built.data["devices"]]
-            gids = sorted({gid for e in edits for gid in e.get("additionalGids", ())})
+        if version is not None and built.gids and not _has_gids(version):
+            gids = built.gids
             built = build(inventory, options._replace(additional_gids=False))
             warn(
                 f"note: cdiVersion {version} has no additionalGids: left out, so containers do not "
@@ -73,23 +74,21 @@ def build_for_version(
     return built
 
 
-def render(built: Built, fmt: str, version: str | None, source: str) -> str:
+def render(built: Built, fmt: str, version: str | None) -> str:
     """Validated spec text (the CDI core's checks and writer rules)."""
     from cdi.errors import CdiError
-    from cdi.schema import spec_from_data
     from cdi.writer import render_spec
 
     try:
-        spec = spec_from_data(built.data, source)
-        return render_spec(spec, fmt=fmt, version=version)
+        return render_spec(built.spec, fmt=fmt, version=version)
     except CdiError as error:
         raise GenerateError(str(error)) from None
 
 
 def version_note(built: Built, version: str | None) -> str | None:
     """One line when the spec needs a cdiVersion that older consumers reject."""
-    needed = version or built.data["cdiVersion"]
-    if "additionalGids" in built.version_reason and _version_key(needed) >= (0, 7, 0):
+    needed = version or built.spec.version
+    if built.gids and _has_gids(needed):
         return (
             f"note: this spec needs cdiVersion {needed} (additionalGids for /dev/dri); "
             "podman < 5 and containerd built with a CDI library < 0.7 reject it: "
@@ -114,57 +113,55 @@ def diff(path: str, old: str, new: str) -> str:
 def relaid(old: str, new: str, fmt: str) -> str | None:
     """`old` laid out as we lay out specs, so a diff against `new` shows only real changes
     (e.g. against a spec nvidia-ctk wrote); None when `old` is not YAML or JSON data."""
+    from cdi.codec import decode_spec
     from cdi.dump import dump_spec
     from cdi.errors import CdiError
-    from cdi.schema import spec_from_data
-    from cdi.yamlload import YamlError, load_yaml
 
     try:
-        return dump_spec(spec_from_data(load_yaml(old), "old"), fmt)
-    except (YamlError, CdiError, TypeError, ValueError):
+        return dump_spec(decode_spec(old, "old"), fmt)
+    except (CdiError, TypeError, ValueError):
         return None
 
 
 def emit(text: str, target: Target, out: TextIO, err: TextIO) -> int:
     """Print, check or write `text` to `target`; returns the exit code."""
     from cdi.errors import WriteError
-    from cdi.writer import write_atomic
+    from cdi.writer import write_text
 
     if not target.path:
         out.write(text)
         return 0
-    try:
-        with open(target.path, encoding="utf-8") as stream:
-            old: str | None = stream.read()
-    except FileNotFoundError:
-        old = None
-    except (OSError, UnicodeDecodeError) as error:
-        if target.check:
-            raise GenerateError(f"--check: cannot read {target.path}: {error}") from None
-        old = None
     if target.check:
-        if old is None:
-            err.write(f"{target.path}: missing: this host would write a spec there\n")
-            return 1
-        if old == text:
-            err.write(f"{target.path}: up to date\n")
-            return 0
-        ours = relaid(old, text, target.fmt)
-        if ours == text:
-            err.write(f"{target.path}: up to date (same content, laid out differently)\n")
-            return 0
-        out.write(diff(target.path, ours or old, text))
-        err.write(f"{target.path}: stale: it differs from what this host gives now (diff above)\n")
-        return 1
-    if old == text:
-        err.write(f"{target.path}: unchanged, not rewritten\n")
-        return 0
+        return check(text, target.path, target.fmt, out, err)
     try:
-        write_atomic(target.path, text.encode())
+        written = write_text(target.path, text)
     except WriteError as error:
         raise GenerateError(str(error)) from None
-    err.write(f"{target.path}: written\n")
+    err.write(f"{target.path}: {'written' if written else 'unchanged, not rewritten'}\n")
     return 0
+
+
+def check(text: str, path: str, fmt: str, out: TextIO, err: TextIO) -> int:
+    """Compare the spec at `path` with `text`: exit code 0 if it holds the same, else 1 and a
+    diff on `out`."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            old = stream.read()
+    except FileNotFoundError:
+        err.write(f"{path}: missing: this host would write a spec there\n")
+        return 1
+    except (OSError, UnicodeDecodeError) as error:
+        raise GenerateError(f"--check: cannot read {path}: {error}") from None
+    if old == text:
+        err.write(f"{path}: up to date\n")
+        return 0
+    ours = relaid(old, text, fmt)
+    if ours == text:
+        err.write(f"{path}: up to date (same content, laid out differently)\n")
+        return 0
+    out.write(diff(path, ours or old, text))
+    err.write(f"{path}: stale: it differs from what this host gives now (diff above)\n")
+    return 1
 
 
 def warn_to(stream: TextIO) -> Callable[[str], None]:
@@ -191,7 +188,7 @@ def run(
         raise GenerateError(
             f"--strict: {len(built.notes)} device(s) would be left out (above); nothing written"
         )
-    text = render(built, target.fmt, version, target.path or "spec")
+    text = render(built, target.fmt, version)
     for said in later:
         warn(said)
     code = emit(text, target, out, err)

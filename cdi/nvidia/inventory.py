@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from cdi.errors import describe
+
 FORMAT = 1
 FILE_KINDS = ("binary", "firmware", "ipc", "config", "graphics", "xorg")
 
@@ -168,7 +170,7 @@ class _Reader:
 
     def __init__(self, data: object, where: str) -> None:
         if not isinstance(data, Mapping):
-            raise InventoryError(f"{where}: expected a mapping, got {_describe(data)}")
+            raise InventoryError(f"{where}: expected a mapping, got {describe(data)}")
         self.data: Mapping[str, Any] = data
         self.where = where
         self.seen: set[str] = set()
@@ -184,31 +186,31 @@ class _Reader:
     def text(self, key: str, default: object = None) -> str:
         value = self._get(key, _REQUIRED if default is None else default)
         if type(value) is not str:
-            raise InventoryError(f"{self.where}.{key}: expected a string, got {_describe(value)}")
+            raise InventoryError(f"{self.where}.{key}: expected a string, got {describe(value)}")
         return value
 
     def number(self, key: str, default: object = None) -> int:
         value = self._get(key, _REQUIRED if default is None else default)
         if type(value) is not int or value < 0:
             raise InventoryError(
-                f"{self.where}.{key}: expected a non-negative integer, got {_describe(value)}"
+                f"{self.where}.{key}: expected a non-negative integer, got {describe(value)}"
             )
         return value
 
     def flag(self, key: str, default: bool) -> bool:
         value = self._get(key, default)
-        if getattr(value, "kind", None) == "boolean":  # cdi.yamlload's typed YAML 1.1 scalar
+        if getattr(value, "kind", None) == "boolean":  # cdi.yaml11's typed YAML 1.1 scalar
             value = getattr(value, "value", value)
         if type(value) is not bool:
             raise InventoryError(
-                f"{self.where}.{key}: expected true or false, got {_describe(value)}"
+                f"{self.where}.{key}: expected true or false, got {describe(value)}"
             )
         return value
 
     def items(self, key: str) -> list[object]:
         value = self._get(key, [])
         if not isinstance(value, list):
-            raise InventoryError(f"{self.where}.{key}: expected a list, got {_describe(value)}")
+            raise InventoryError(f"{self.where}.{key}: expected a list, got {describe(value)}")
         return value
 
     def strings(self, key: str) -> tuple[str, ...]:
@@ -216,7 +218,7 @@ class _Reader:
         for i, item in enumerate(values):
             if type(item) is not str:
                 raise InventoryError(
-                    f"{self.where}.{key}[{i}]: expected a string, got {_describe(item)}"
+                    f"{self.where}.{key}[{i}]: expected a string, got {describe(item)}"
                 )
         return tuple(values)  # type: ignore[arg-type]
 
@@ -227,12 +229,6 @@ class _Reader:
 
 
 _REQUIRED = object()
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "nothing (null)"
-    return f"{type(value).__name__} {value!r}"
 
 
 def _mode(reader: _Reader) -> int:
@@ -336,14 +332,14 @@ def from_data(data: object, source: str) -> Inventory:
 
 def dump(inventory: Inventory) -> str:
     """The inventory as YAML text."""
-    from cdi.codec import dump_data
+    from cdi.dump import dump_data
 
     return dump_data(to_data(inventory), "yaml")
 
 
 def load(path: str) -> Inventory:
     """Read an inventory file (YAML or JSON); InventoryError says what is wrong and where."""
-    from cdi.yamlload import YamlError, load_yaml
+    from cdi.yaml11 import YamlError, load_yaml
 
     try:
         with open(path, "rb") as stream:

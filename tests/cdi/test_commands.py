@@ -67,5 +67,5 @@ def test_console_entry_point(tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"OK {good}: 1 devices")
-    assert lines[1].startswith(f"INVALID {bad}: invalid JSON: line 1")
+    assert lines[1].startswith(f"INVALID {bad}: invalid JSON: line 2, column 1: did not find")
     assert result.stderr == ""

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cdi import codec
+from cdi import dump
 from cdi.registry import DEFAULT_SPEC_DIRS, Registry
 from cdi.spec import ContainerEdits, Device, DeviceNode, Spec
 from cdi.writer import write_spec
@@ -122,7 +122,7 @@ def test_auto_refresh_follows_writes_renames_and_deletes(tmp_path: Path) -> None
 
 
 def test_auto_refresh_debounces(tmp_path: Path) -> None:
-    texts = [codec.dump_spec(spec_with(f"d{index}")) for index in range(20)]
+    texts = [dump.dump_spec(spec_with(f"d{index}")) for index in range(20)]
     with Registry([str(tmp_path)], auto_refresh=True, debounce=0.5) as registry:
         start = registry.generation
         began = time.monotonic()

@@ -7,7 +7,8 @@ import pytest
 from cdi import codec
 from cdi.errors import SpecError
 from cdi.spec import ContainerEdits, Device, DeviceNode, Hook, IntelRdt, Mount, Spec
-from cdi.validate import minimum_version, validate_spec
+from cdi.validate import validate_spec
+from cdi.version import minimum_version
 
 EDITS = ContainerEdits(env=["A=1"])
 
@@ -56,21 +57,29 @@ def test_versions(version: str, fragment: str) -> None:
         (
             spec(devices=[Device("d", ContainerEdits(device_nodes=[DeviceNode("/a", "/b")]))]),
             "0.5.0",
-            'device "d": device node hostPath "/b"',
+            'device "d": containerEdits.deviceNodes[0].hostPath "/b"',
         ),
         (
             spec(container_edits=ContainerEdits(mounts=[Mount("/a", "/b", type="bind")])),
             "0.4.0",
-            'mount type "bind"',
+            'containerEdits.mounts[0].type "bind"',
         ),
-        (spec(annotations={"a": "b"}), "0.6.0", "spec annotations"),
-        (spec(devices=[Device("d", EDITS, {"a": "b"})]), "0.6.0", 'device "d": annotations'),
+        (spec(annotations={"a": "b"}), "0.6.0", "annotations"),
+        (
+            spec(devices=[Device("d", EDITS, annotations={"a": "b"})]),
+            "0.6.0",
+            'device "d": annotations',
+        ),
         (spec(kind="vendor.com/dev.ice"), "0.6.0", "'.' in class \"dev.ice\""),
-        (spec(container_edits=ContainerEdits(intel_rdt=IntelRdt())), "0.7.0", "intelRdt"),
+        (
+            spec(container_edits=ContainerEdits(intel_rdt=IntelRdt())),
+            "0.7.0",
+            "containerEdits.intelRdt",
+        ),
         (
             spec(devices=[Device("d", ContainerEdits(additional_gids=[5]))]),
             "0.7.0",
-            'device "d": additionalGids',
+            'device "d": containerEdits.additionalGids',
         ),
     ],
 )
@@ -116,7 +125,7 @@ def test_device_rules() -> None:
     assert "empty device edits" in check(spec(devices=[Device("d")]))
     message = check(spec(devices=[Device("d", EDITS), Device("d", EDITS)]))
     assert 'duplicate device name "d"' in message
-    message = check(spec("0.6.0", devices=[Device("d", EDITS, {"bad key!": "v"})]))
+    message = check(spec("0.6.0", devices=[Device("d", EDITS, annotations={"bad key!": "v"})]))
     assert 'device "d": annotations: invalid annotation key "bad key!"' in message
     assert "invalid annotation key" in check(spec("0.6.0", annotations={"a b": "c"}))
 
@@ -211,7 +220,7 @@ def test_bad_yaml_file_reports_file_device_field_value_rule() -> None:
 def test_minimum_version_agrees_with_the_reasons() -> None:
     from hypothesis import given, settings
 
-    from cdi.validate import KNOWN_VERSIONS, minimum_requirement, version_requirements
+    from cdi.version import KNOWN_VERSIONS, minimum_requirement, version_requirements
     from tests.cdi.test_roundtrip import specs
 
     @settings(max_examples=300, deadline=None)

@@ -18,11 +18,12 @@ from typing import Any
 import attrs
 import pytest
 
-from cdi.codec import edits_to_data
+from cdi.dump import to_data
 from cdi.errors import CdiError, InjectionError
 from cdi.inject import inject_devices, merge_edits, resolve_all
 from cdi.names import parse_annotations
 from cdi.registry import Registry
+from cdi.spec import HOOK_STAGES
 from tests.conformance import judge
 from tests.conformance.corpus_data import (
     CORPUS,
@@ -227,7 +228,7 @@ def test_same_merged_edits(reference: judge.Reference, c: Case) -> None:
             merge_edits(resolve_all(requested(c.devices, c.annotations), Registry(dirs)))
         return
     names = requested(c.devices, c.annotations)
-    ours = edits_to_data(merge_edits(resolve_all(names, Registry(dirs))))
+    ours = to_data(merge_edits(resolve_all(names, Registry(dirs))))
     assert canonical(ours) == canonical(theirs)
 
 
@@ -252,14 +253,7 @@ def test_cases_cover_what_they_claim(reference: judge.Reference) -> None:
     out = reference.inject(dirs, pod, [GPU + "0", ACCEL + "a0"])
     assert out["process"]["env"][2] == "NVIDIA_VISIBLE_DEVICES=all"  # pre-existing one kept
     assert "NVIDIA_VISIBLE_DEVICES=0" in out["process"]["env"]
-    assert {
-        "prestart",
-        "createRuntime",
-        "createContainer",
-        "startContainer",
-        "poststart",
-        "poststop",
-    } <= set(out["hooks"])
+    assert set(HOOK_STAGES) <= set(out["hooks"])
     assert out["linux"]["intelRdt"]["closID"] == "accel"
     assert [m["destination"] for m in out["mounts"]][:2] == ["/dev", "/proc"]
     failures = [

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 
-from cdi.codec import load_spec, spec_to_data
+from cdi.codec import load_spec
+from cdi.dump import to_data
 from cdi.errors import CdiError, InvalidNameError, SpecError
 from cdi.inject import inject_devices
 from cdi.names import parse_qualified_name
 from cdi.registry import Registry
-from cdi.validate import minimum_version
+from cdi.spec import HOOK_STAGES
+from cdi.version import minimum_version
 from tests.conformance import judge
 from tests.conformance.corpus_data import CORPUS, canonical, doc_sections, scenario_dirs
 
@@ -61,19 +63,9 @@ def random_node(rng: random.Random) -> dict[str, Any]:
     return node
 
 
-HOOK_NAMES = (
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-)
-
-
 def random_hook(rng: random.Random) -> dict[str, Any]:
     hook: dict[str, Any] = {
-        "hookName": mostly(rng, HOOK_NAMES, ("preStart", "", "CreateContainer"), 0.1),
+        "hookName": mostly(rng, HOOK_STAGES, ("preStart", "", "CreateContainer"), 0.1),
         "path": mostly(rng, ("/usr/bin/hook",), ("",), 0.05),
     }
     if maybe(rng):
@@ -200,7 +192,7 @@ def test_random_specs(reference: judge.Reference, random_files: list[Path]) -> N
             continue
         assert ref.ok, f"{path.name}: reference refused ({ref.error})\n{path.read_text()}"
         assert ref.spec is not None
-        assert canonical(spec_to_data(spec)) == canonical(ref.spec), path.name
+        assert canonical(to_data(spec)) == canonical(ref.spec), path.name
         assert minimum_version(spec) == ref.minimum_version, path.name
         outcomes[True] += 1
     # The generator must produce a real mix, or the test proves little.

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cdi.codec import decode, dump_spec, load_spec, spec_from_data, spec_to_data
+from cdi.codec import decode_spec, load_spec
+from cdi.dump import dump_spec, to_data
 from cdi.errors import SpecError
 from cdi.spec import Spec
-from cdi.validate import minimum_version
+from cdi.version import minimum_version
 from tests.conformance import judge
 from tests.conformance.corpus_data import (
     DEVIATIONS_DOC,
@@ -81,7 +82,7 @@ def test_same_verdict(path: Path, verdicts: dict[str, judge.Verdict]) -> None:
         assert str(path) in message, f"the error does not name the file: {message}"
         return
     assert ref.spec is not None
-    assert canonical(spec_to_data(spec)) == canonical(ref.spec), "decoded content differs"
+    assert canonical(to_data(spec)) == canonical(ref.spec), "decoded content differs"
     assert spec.kind == ref.kind
     assert spec.version == ref.version
     assert minimum_version(spec) == ref.minimum_version
@@ -103,7 +104,7 @@ def test_deviations_list_real_corpus_files_and_documented_sections() -> None:
 
 def _decoded(path: Path) -> Spec | None:
     try:
-        return spec_from_data(decode(path.read_bytes(), str(path)), str(path))
+        return decode_spec(path.read_bytes(), str(path))
     except SpecError:
         return None
 
@@ -151,4 +152,4 @@ def test_our_dump_of_every_valid_spec_is_accepted_unchanged(
     for file, verdict in reference.validate(written).items():
         assert verdict.ok, f"{file}: {verdict.error}"
         assert verdict.spec is not None
-        assert canonical(verdict.spec) == canonical(spec_to_data(written[file])), file
+        assert canonical(verdict.spec) == canonical(to_data(written[file])), file

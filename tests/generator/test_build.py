@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from cdi.dump import to_data
 from cdi.nvidia import build as b
 from cdi.nvidia import inventory
 from cdi.nvidia.inventory import Inventory
@@ -20,8 +23,13 @@ def inv(name: str) -> Inventory:
     return inventory.load(str(path))
 
 
-def devices(built: b.Built) -> dict[str, dict[str, object]]:
-    return {d["name"]: d["containerEdits"] for d in built.data["devices"]}
+def data(built: b.Built) -> dict[str, Any]:
+    """The built spec as CDI data, to compare with nvidia-ctk's."""
+    return to_data(built.spec)
+
+
+def devices(built: b.Built) -> dict[str, dict[str, Any]]:
+    return {d["name"]: d["containerEdits"] for d in data(built)["devices"]}
 
 
 @pytest.mark.parametrize(
@@ -36,7 +44,7 @@ def devices(built: b.Built) -> dict[str, dict[str, object]]:
 def test_build_equals_nvidia_ctk(topology: str, ref: str, strategies: tuple[str, ...]) -> None:
     need(REFERENCE.is_dir(), f"reference specs not found at {REFERENCE}")
     built = b.build(inv(topology), b.Options(strategies=strategies))
-    ours, theirs = parity.normalize(built.data), parity.normalize(reference(ref))
+    ours, theirs = parity.normalize(data(built)), parity.normalize(reference(ref))
     assert parity.differences(ours, theirs) == []
     assert built.notes == ()
 
@@ -64,15 +72,15 @@ def test_unknown_device_id_is_an_error() -> None:
 
 def test_none_gives_common_edits_only() -> None:
     built = b.build(inv("dgx-a100"), b.Options(device_ids=("none",)))
-    assert built.data["devices"] == []
-    assert built.data["containerEdits"]["deviceNodes"]
-    assert built.data["cdiVersion"] == "0.3.0"
+    assert data(built)["devices"] == []
+    assert data(built)["containerEdits"]["deviceNodes"]
+    assert data(built)["cdiVersion"] == "0.3.0"
 
 
 def test_hooks_chained_by_default_and_split_on_request() -> None:
     host = inv("dgx-a100")
     chained = b.build(host, b.Options(hook_path="/opt/bin/gpu-cdi-hook"))
-    (hook,) = chained.data["containerEdits"]["hooks"]
+    (hook,) = data(chained)["containerEdits"]["hooks"]
     assert hook["path"] == "/opt/bin/gpu-cdi-hook"
     actions = [a for a in hook["args"] if a in b.HOOKS]
     assert actions == [
@@ -82,14 +90,16 @@ def test_hooks_chained_by_default_and_split_on_request() -> None:
         "disable-device-node-modification",
     ]
     split = b.build(host, b.Options(hook_per_action=True))
-    assert [h["args"][1] for h in split.data["containerEdits"]["hooks"]] == actions
-    assert parity.hook_effects(split.data["containerEdits"]["hooks"]) == parity.hook_effects([hook])
+    assert [h["args"][1] for h in data(split)["containerEdits"]["hooks"]] == actions
+    assert parity.hook_effects(data(split)["containerEdits"]["hooks"]) == parity.hook_effects(
+        [hook]
+    )
 
 
 def test_disable_and_enable_hooks() -> None:
     host = inv("dgx-a100")
     none = b.build(host, b.Options(hooks=frozenset()))
-    assert "hooks" not in none.data["containerEdits"]
+    assert "hooks" not in data(none)["containerEdits"]
     assert all("hooks" not in e for e in devices(none).values())
     chmod = b.build(host, b.Options(hooks=b.DEFAULT_HOOKS | {"chmod"}))
     effects = parity.hook_effects(devices(chmod)["0"]["hooks"])  # type: ignore[arg-type]
@@ -99,7 +109,7 @@ def test_disable_and_enable_hooks() -> None:
 def test_driver_root_and_dev_root_become_host_paths() -> None:
     host = inv("dgx-a100")._replace(driver_root="/run/nvidia/driver", dev_root="/host")
     built = b.build(host, b.Options())
-    mount = built.data["containerEdits"]["mounts"][0]
+    mount = data(built)["containerEdits"]["mounts"][0]
     assert mount["hostPath"] == "/run/nvidia/driver" + mount["containerPath"]
     node = devices(built)["0"]["deviceNodes"][0]  # type: ignore[index]
     assert node == {**node, "path": "/dev/nvidia0", "hostPath": "/host/dev/nvidia0"}
@@ -124,7 +134,7 @@ def test_missing_mig_cap_node_leaves_the_mig_device_out() -> None:
 
 def test_no_additional_gids_gives_0_5_0() -> None:
     built = b.build(inv("dgx-a100"), b.Options(additional_gids=False))
-    assert built.data["cdiVersion"] == "0.5.0"
+    assert data(built)["cdiVersion"] == "0.5.0"
     assert all("additionalGids" not in e for e in devices(built).values())
 
 
@@ -136,7 +146,7 @@ def test_management_mode() -> None:
     paths = {n["path"] for n in devices(built)["all"]["deviceNodes"]}  # type: ignore[attr-defined]
     assert {"/dev/nvidiactl", "/dev/nvidia0", "/dev/nvidia-caps/nvidia-cap1"} <= paths
     assert "/dev/nvidia-caps-imex-channels/channel0" in paths
-    common = built.data["containerEdits"]
+    common = data(built)["containerEdits"]
     effects = parity.hook_effects(common["hooks"])
     assert "disable-device-node-modification" not in effects
     containers = {m["containerPath"] for m in common["mounts"]}
@@ -148,16 +158,17 @@ def test_imex_mode() -> None:
     assert sorted(devices(built)) == ["0", "1", "all"]
     node = devices(built)["1"]["deviceNodes"][0]  # type: ignore[index]
     assert node["hostPath"] == "/dev/nvidia-caps-imex-channels/channel1"
-    assert built.data["cdiVersion"] == "0.5.0"
+    assert data(built)["cdiVersion"] == "0.5.0"
     with pytest.raises(b.BuildError, match="IMEX channel"):
         b.build(inv("dgx-a100"), b.Options(mode="imex", device_ids=("7",)))
 
 
-def test_required_version_matches_the_cdi_core() -> None:
-    from cdi.codec import spec_from_data
-    from cdi.validate import minimum_requirement
+def test_built_specs_load_back_at_their_version() -> None:
+    from cdi.codec import parse_spec
+    from cdi.dump import dump_spec
 
     for options in (b.Options(), b.Options(additional_gids=False), b.Options(device_ids=("none",))):
         built = b.build(inv("dgx-a100-mig"), options)
-        spec = spec_from_data(built.data, "test")
-        assert minimum_requirement(spec)[0] == built.data["cdiVersion"]
+        assert parse_spec(dump_spec(built.spec), "test.yaml") == built.spec
+    assert b.build(inv("dgx-a100-mig"), b.Options()).reason.endswith("additionalGids")
+    assert b.build(inv("dgx-a100-mig"), b.Options()).gids == (44, 105)

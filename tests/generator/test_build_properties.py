@@ -6,10 +6,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdi.codec import parse_spec
+from cdi.dump import dump_spec
 from cdi.nvidia import build as b
 from cdi.nvidia import inventory, naming
-from cdi.schema import spec_from_data
-from cdi.validate import minimum_requirement, validate_spec
+from cdi.version import minimum_version
 from tests.generator.hosts import INVENTORIES
 
 HOST = inventory.load(str(INVENTORIES / "dgx-a100-mig.yaml"))
@@ -44,13 +45,13 @@ options = st.builds(
 @given(options)
 def test_any_options_give_a_valid_minimal_spec(opts: b.Options) -> None:
     built = b.build(HOST, opts)
-    spec = spec_from_data(built.data, "built")
-    validate_spec(spec, "built")
-    assert minimum_requirement(spec)[0] == built.data["cdiVersion"]
-    names = {d["name"] for d in built.data["devices"]}
+    # valid at its version, which is the minimum: the writer and the loader take it as it is
+    assert parse_spec(dump_spec(built.spec), "built.yaml") == built.spec
+    assert minimum_version(built.spec) == built.spec.version
+    names = {d.name for d in built.spec.devices}
     for device_id in opts.device_ids:
         if device_id != "all" and "index" in opts.strategies and device_id[0].isdigit():
             gpu = HOST.gpus[int(device_id.split(":")[0])]
             assert device_id in names or (gpu.mig_enabled and ":" not in device_id)
-    if opts.all_device and built.data["devices"]:
+    if opts.all_device and built.spec.devices:
         assert "all" in names

@@ -117,7 +117,7 @@ def test_bad_inventory_file(tmp_path: Path) -> None:
     bad = tmp_path / "inv.yaml"
     bad.write_text("inventory: 1\ndriverVersion: 550\n")
     line = _error_line(gpu_cdi(["generate", "--inventory", str(bad)]).stderr)
-    assert f"{bad}: inventory.driverVersion: expected a string, got int 550" in line
+    assert f"{bad}: inventory.driverVersion: expected a string, got integer 550" in line
     line = _error_line(gpu_cdi(["generate", "--inventory", str(tmp_path / "nope.yaml")]).stderr)
     assert "cannot read the inventory" in line
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from cdi.dump import to_data
 from cdi.hook.args import parse
 from cdi.nvidia import build as b
 from cdi.nvidia import inventory
@@ -42,7 +43,7 @@ def _all_hooks(data: dict[str, Any]) -> list[dict[str, Any]]:
     ],
 )
 def test_gpu_cdi_hook_accepts_every_hook(options: b.Options) -> None:
-    data = b.build(_inv("dgx-a100-mig"), options).data
+    data = to_data(b.build(_inv("dgx-a100-mig"), options).spec)
     hooks = _all_hooks(data)
     assert hooks
     for hook in hooks:
@@ -82,7 +83,7 @@ def _links_made(tmp_path: Path, hooks: list[dict[str, Any]], name: str) -> dict[
 def test_links_equal_nvidia_ctk_links(tmp_path: Path) -> None:
     """The links our spec makes for `all` are the links nvidia-ctk's spec makes."""
     need(REFERENCE.is_dir(), f"reference specs not found at {REFERENCE}")
-    ours = b.build(_inv("dgx-a100"), b.Options()).data
+    ours = to_data(b.build(_inv("dgx-a100"), b.Options()).spec)
     theirs = reference("dgxa100.default.yaml")
 
     def hooks_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
