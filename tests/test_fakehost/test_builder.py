@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -106,6 +107,15 @@ def test_libraries_carry_real_sonames(fakehost: FakeHostFactory) -> None:
     assert host.nvml_library.read_bytes() != (host.lib_dir / f"libcuda.so.{version}").read_bytes()
     # .so.N and .so links resolve to the versioned file
     assert (host.lib_dir / "libcuda.so").resolve() == host.lib_dir / f"libcuda.so.{version}"
+
+
+def test_sandboxutils_loads_and_declines(fakehost: FakeHostFactory) -> None:
+    """Drivers >= 560: NVIDIA's tools find nvSandboxUtilsInit and take their fallback path."""
+    host = fakehost("workstation", device_nodes=False)
+    lib = ctypes.CDLL(str(host.lib_dir / f"libnvidia-sandboxutils.so.{host.driver_version}"))
+    assert lib.nvSandboxUtilsInit(None) == 2  # NVSANDBOXUTILS_ERROR_NOT_SUPPORTED
+    for name in ("Shutdown", "GetDriverVersion", "GetGpuResource", "GetFileContent"):
+        assert hasattr(lib, f"nvSandboxUtils{name}")
 
 
 def test_ld_so_cache(fakehost: FakeHostFactory) -> None:

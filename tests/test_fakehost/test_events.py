@@ -13,12 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pynvml
 import pytest
-from gpu_cdi_fakehost.builder import FakeHost
 from gpu_cdi_fakehost.events import EventError, EventInjector
 from gpu_cdi_fakehost.pytest_plugin import FakeHostFactory
 
@@ -34,23 +32,6 @@ WAIT_MS = 20_000
 def addr(handle: Any) -> int | None:
     """A device handle's identity (pynvml hands out ctypes pointers)."""
     return ctypes.cast(handle, ctypes.c_void_p).value
-
-
-@pytest.fixture
-def nvml(fake_nvml: FakeHostFactory) -> Iterator[FakeHostFactory]:
-    """fake_nvml, with every nvmlInit of the test balanced by nvmlShutdown."""
-    inits = 0
-
-    def make(topology: str = "dgx-a100-mig", **kwargs: Any) -> FakeHost:
-        nonlocal inits
-        host = fake_nvml(topology, **kwargs)
-        pynvml.nvmlInit()
-        inits += 1
-        return host
-
-    yield make
-    for _ in range(inits):
-        pynvml.nvmlShutdown()
 
 
 def health_set(gpus: range | list[int], mask: int = HEALTH_MASK) -> Any:
@@ -72,8 +53,8 @@ def gpu(i: int) -> int | None:
     return addr(pynvml.nvmlDeviceGetHandleByIndex(i))
 
 
-def test_supported_event_types(nvml: FakeHostFactory) -> None:
-    nvml("dgx-a100-mig")
+def test_supported_event_types(nvml_init: FakeHostFactory) -> None:
+    nvml_init("dgx-a100-mig")
     h = pynvml.nvmlDeviceGetHandleByIndex(0)
     assert pynvml.nvmlDeviceGetSupportedEventTypes(h) == (
         XID | SBE | DBE | pynvml.nvmlEventTypePState | pynvml.nvmlEventTypeClock
@@ -90,8 +71,8 @@ def test_supported_event_types(nvml: FakeHostFactory) -> None:
     pynvml.nvmlEventSetFree(s)
 
 
-def test_no_ecc_events_without_ecc(nvml: FakeHostFactory) -> None:
-    nvml("workstation")  # an RTX A6000: ECC off
+def test_no_ecc_events_without_ecc(nvml_init: FakeHostFactory) -> None:
+    nvml_init("workstation")  # an RTX A6000: ECC off
     h = pynvml.nvmlDeviceGetHandleByIndex(0)
     assert not pynvml.nvmlDeviceGetSupportedEventTypes(h) & (SBE | DBE)
     s = pynvml.nvmlEventSetCreate()
@@ -101,8 +82,8 @@ def test_no_ecc_events_without_ecc(nvml: FakeHostFactory) -> None:
     pynvml.nvmlEventSetFree(s)
 
 
-def test_xid_on_gpu_and_on_mig_device(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100-mig")
+def test_xid_on_gpu_and_on_mig_device(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100-mig")
     s = health_set(range(8))
     host.events.xid(3, 48)
     assert wait(s) == (gpu(3), XID, 48, NO_INSTANCE, NO_INSTANCE)
@@ -120,8 +101,8 @@ def test_xid_on_gpu_and_on_mig_device(nvml: FakeHostFactory) -> None:
     pynvml.nvmlEventSetFree(s)
 
 
-def test_only_registered_gpus_types_and_later_events(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100")
+def test_only_registered_gpus_types_and_later_events(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100")
     host.events.xid(2, 13)  # before the set exists: never delivered
     s = health_set([2], mask=XID)
     host.events.xid(4, 13)  # GPU 4 is registered later: this one predates it
@@ -137,8 +118,8 @@ def test_only_registered_gpus_types_and_later_events(nvml: FakeHostFactory) -> N
     pynvml.nvmlEventSetFree(s)
 
 
-def test_wait_wakes_up_for_an_event_appended_while_waiting(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100")
+def test_wait_wakes_up_for_an_event_appended_while_waiting(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100")
     s = health_set(range(8))
     got: list[Any] = []
     waiter = threading.Thread(target=lambda: got.append(wait(s)))
@@ -151,8 +132,8 @@ def test_wait_wakes_up_for_an_event_appended_while_waiting(nvml: FakeHostFactory
     pynvml.nvmlEventSetFree(s)
 
 
-def test_every_set_sees_every_event(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100")
+def test_every_set_sees_every_event(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100")
     a, b = health_set(range(8)), health_set(range(8))
     host.events.xid(0, 48)
     assert wait(a)[2] == wait(b)[2] == 48
@@ -187,8 +168,8 @@ def test_another_process_waiting_gets_the_event(fakehost: FakeHostFactory) -> No
     assert json.loads(out) == [host.topology.gpus[0].uuid, 48, 14]
 
 
-def test_lost_gpu_fails_every_call_until_recovered(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100-mig")
+def test_lost_gpu_fails_every_call_until_recovered(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100-mig")
     h1 = pynvml.nvmlDeviceGetHandleByIndex(1)
     mig_uuid = host.topology.gpus[1].mig_devices[0].uuid
     s = health_set(range(8))
@@ -228,8 +209,8 @@ def test_lost_gpu_is_lost_for_processes_started_later(fakehost: FakeHostFactory)
     assert out.stdout.split() == ["lost", "True"]
 
 
-def test_wait_itself_fails(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100")
+def test_wait_itself_fails(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100")
     s = health_set(range(8))
     host.events.fail_wait("UNKNOWN")
     host.events.xid(0, 48)
@@ -243,9 +224,9 @@ def test_wait_itself_fails(nvml: FakeHostFactory) -> None:
     pynvml.nvmlEventSetFree(s)
 
 
-def test_wait_failure_from_an_error_rule(nvml: FakeHostFactory) -> None:
+def test_wait_failure_from_an_error_rule(nvml_init: FakeHostFactory) -> None:
     rule = {"call": "nvmlEventSetWait", "error": "GPU_IS_LOST", "times": 1}
-    host = nvml("dgx-a100", errors=[rule])
+    host = nvml_init("dgx-a100", errors=[rule])
     s = health_set(range(8))
     host.events.xid(0, 48)
     with pytest.raises(pynvml.NVMLError_GpuIsLost):
@@ -281,9 +262,9 @@ def test_freed_set_and_shutdown_while_waiting(fake_nvml: FakeHostFactory) -> Non
 
 
 def test_malformed_lines_are_reported_and_skipped(
-    nvml: FakeHostFactory, capfd: pytest.CaptureFixture[str]
+    nvml_init: FakeHostFactory, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    host = nvml("dgx-a100")
+    host = nvml_init("dgx-a100")
     s = health_set(range(8))
     with host.events_file.open("a") as f:
         f.write("xid GPU-00000000-0000-0000-0000-000000000000 48\nmeteor strike\n")
@@ -296,8 +277,8 @@ def test_malformed_lines_are_reported_and_skipped(
     pynvml.nvmlEventSetFree(s)
 
 
-def test_a_partial_line_waits_for_its_end(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100")
+def test_a_partial_line_waits_for_its_end(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100")
     s = health_set(range(8))
     uuid = host.topology.gpus[0].uuid
     with host.events_file.open("a") as f:
@@ -353,3 +334,23 @@ def test_cli(fakehost: FakeHostFactory) -> None:
         host.events_file, host.events.gpus, str(host.root)
     )
     assert len(host.events_file.read_text().splitlines()) == 2
+
+
+def test_events_file_that_is_a_fifo_is_reported_once(
+    fake_nvml: FakeHostFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    host = fake_nvml("dgx-a100")
+    host.events_file.unlink()
+    os.mkfifo(host.events_file)
+    pynvml.nvmlInit()
+    try:
+        s = health_set(range(8))
+        with pytest.raises(pynvml.NVMLError_Timeout):
+            pynvml.nvmlEventSetWait_v2(s, 10)
+        pynvml.nvmlDeviceGetUUID(gpu_handle := pynvml.nvmlDeviceGetHandleByIndex(0))
+        assert pynvml.nvmlDeviceGetUUID(gpu_handle).startswith("GPU-")
+        pynvml.nvmlEventSetFree(s)
+    finally:
+        pynvml.nvmlShutdown()
+    err = capfd.readouterr().err
+    assert err.count(f"events file {host.events_file}: not a regular file (no events)") == 1

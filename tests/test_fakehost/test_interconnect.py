@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pynvml
@@ -21,23 +20,6 @@ HOSTBRIDGE, NODE, SYSTEM = 30, 40, 50
 READ, WRITE, NVLINK, ATOMICS, PCI = range(5)  # NVML_P2P_CAPS_INDEX_*
 OK, CHIPSET_NOT_SUPPORTED, IOH_TOPOLOGY_NOT_SUPPORTED, NOT_SUPPORTED = 0, 1, 3, 5
 DEVICE_TYPE_GPU, DEVICE_TYPE_SWITCH = 0, 2
-
-
-@pytest.fixture
-def nvml(fake_nvml: FakeHostFactory) -> Iterator[FakeHostFactory]:
-    """fake_nvml with nvmlInit done, and undone after the test."""
-    inits = 0
-
-    def make(topology: str, **kwargs: Any) -> FakeHost:
-        nonlocal inits
-        host = fake_nvml(topology, **kwargs)
-        pynvml.nvmlInit()
-        inits += 1
-        return host
-
-    yield make
-    for _ in range(inits):
-        pynvml.nvmlShutdown()
 
 
 def gpu(i: int) -> Any:
@@ -71,8 +53,8 @@ def sysfs_numa(host: FakeHost, i: int) -> int:
     return int((host.proc_sys_root / f"sys/bus/pci/devices/{bdf}/numa_node").read_text())
 
 
-def test_dgx_a100_nvswitch_fabric(nvml: FakeHostFactory) -> None:
-    host = nvml("dgx-a100")
+def test_dgx_a100_nvswitch_fabric(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("dgx-a100")
     switches = [f"00000000:C{n}:00.0" for n in range(4, 10)]
     for i in range(8):
         # 12 links, two to each NVSwitch, none to a GPU directly
@@ -98,9 +80,9 @@ def test_dgx_a100_nvswitch_fabric(nvml: FakeHostFactory) -> None:
     assert (host.dev_root / "dev/nvidia-nvswitch5").exists() or not host.device_nodes
 
 
-def test_pcie_server_where_the_choice_matters(nvml: FakeHostFactory) -> None:
+def test_pcie_server_where_the_choice_matters(nvml_init: FakeHostFactory) -> None:
     """The three criteria a device plugin ranks by each name different pairs on this host."""
-    host = nvml("pcie-nvlink-pairs")
+    host = nvml_init("pcie-nvlink-pairs")
     pairs = list(itertools.combinations(range(8), 2))
     nvlinked = {p for p in pairs if p2p(*p, NVLINK) == OK}
     assert nvlinked == {(0, 3), (1, 2), (4, 7), (5, 6)}
@@ -132,8 +114,8 @@ def test_pcie_server_where_the_choice_matters(nvml: FakeHostFactory) -> None:
     assert best_pair({0, 2, 4}) == (0, 2)
 
 
-def test_dgx_h100(nvml: FakeHostFactory) -> None:
-    nvml("dgx-h100")
+def test_dgx_h100(nvml_init: FakeHostFactory) -> None:
+    nvml_init("dgx-h100")
     links = active_links(0)
     assert len(links) == 18
     assert sorted(Counter(bus for _, bus in links).values()) == [4, 4, 5, 5]
@@ -141,8 +123,8 @@ def test_dgx_h100(nvml: FakeHostFactory) -> None:
     assert [level(0, b) for b in range(1, 8)] == [NODE] * 3 + [SYSTEM] * 4
 
 
-def test_board_without_active_links(nvml: FakeHostFactory) -> None:
-    host = nvml("workstation")  # an RTX A6000: 4 NVLinks, no bridge fitted
+def test_board_without_active_links(nvml_init: FakeHostFactory) -> None:
+    host = nvml_init("workstation")  # an RTX A6000: 4 NVLinks, no bridge fitted
     h = gpu(0)
     assert [pynvml.nvmlDeviceGetNvLinkState(h, link) for link in range(4)] == [0] * 4
     with pytest.raises(pynvml.NVMLError_NotSupported):
@@ -157,15 +139,15 @@ def test_board_without_active_links(nvml: FakeHostFactory) -> None:
         pynvml.nvmlDeviceGetP2PStatus(h, h, NVLINK)
 
 
-def test_numa_node_id_is_not_supported_on_pcie_gpus(nvml: FakeHostFactory) -> None:
+def test_numa_node_id_is_not_supported_on_pcie_gpus(nvml_init: FakeHostFactory) -> None:
     """NVML has it only for GPUs that are NUMA nodes themselves; x86 hosts read sysfs."""
-    nvml("dgx-a100")
+    nvml_init("dgx-a100")
     with pytest.raises(pynvml.NVMLError_NotSupported):
         pynvml.nvmlDeviceGetNumaNodeId(gpu(0))
 
 
-def test_mig_devices_have_no_topology_of_their_own(nvml: FakeHostFactory) -> None:
-    nvml("dgx-a100-mig")
+def test_mig_devices_have_no_topology_of_their_own(nvml_init: FakeHostFactory) -> None:
+    nvml_init("dgx-a100-mig")
     mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(gpu(0), 0)
     with pytest.raises(pynvml.NVMLError_NotSupported):
         pynvml.nvmlDeviceGetTopologyCommonAncestor(mig, gpu(2))
@@ -177,9 +159,9 @@ def test_mig_devices_have_no_topology_of_their_own(nvml: FakeHostFactory) -> Non
     assert len(active_links(0)) == 12 and level(0, 1) == MULTIPLE
 
 
-def test_error_rules_and_lost_gpus_reach_both_handles(nvml: FakeHostFactory) -> None:
+def test_error_rules_and_lost_gpus_reach_both_handles(nvml_init: FakeHostFactory) -> None:
     rule = {"call": "nvmlDeviceGetP2PStatus", "device": 5, "error": "UNKNOWN", "times": 1}
-    host = nvml("pcie-nvlink-pairs", errors=[rule])
+    host = nvml_init("pcie-nvlink-pairs", errors=[rule])
     with pytest.raises(pynvml.NVMLError_Unknown):
         p2p(0, 5, READ)  # the rule names the second GPU
     assert p2p(0, 5, READ) == CHIPSET_NOT_SUPPORTED

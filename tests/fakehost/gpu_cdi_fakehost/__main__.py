@@ -90,12 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(shipped_topologies()))
         return 0
     if args.command == "event":
+        if not args.root:
+            print("gpu-cdi-fakehost: --root: empty", file=sys.stderr)
+            return 2
         try:
             print(_event(args.root, args.kind, args.args))
         except EventError as e:
             print(f"gpu-cdi-fakehost: {e}", file=sys.stderr)
             return 2
         return 0
+    for flag, value in (("--topology", args.topology), ("--root", args.root)):
+        if not value:
+            print(f"gpu-cdi-fakehost: {flag}: empty", file=sys.stderr)
+            return 2
     start = time.monotonic()
     try:
         host = build_host(
@@ -110,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-cdi-fakehost: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        # a half-built root is left for inspection; --replace rebuilds it
-        print(f"gpu-cdi-fakehost: cannot build in {args.root}: {e}", file=sys.stderr)
+        what = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+        print(f"gpu-cdi-fakehost: cannot build in {args.root}: {what}", file=sys.stderr)
         return 2
     elapsed = time.monotonic() - start
     t = host.topology

@@ -18,6 +18,7 @@ import attrs
 
 from gpu_cdi_fakehost import compile as cc
 from gpu_cdi_fakehost import layout, nvmlfile
+from gpu_cdi_fakehost.catalog import MIG_COMPUTE_INSTANCE_IDS, MIG_GPU_INSTANCE_IDS
 from gpu_cdi_fakehost.events import EVENTS_FILE, EventInjector
 from gpu_cdi_fakehost.topology import Gpu, Topology, load_topology
 
@@ -36,8 +37,6 @@ GID_VIDEO = 44
 GID_RENDER = 105
 # Standard /proc/driver/nvidia-caps/mig-minors numbering.
 MIG_MINORS_PER_GPU = 135
-MIG_GIS = 15
-MIG_CIS = 8
 
 
 class BuildError(RuntimeError):
@@ -123,7 +122,7 @@ def build_host(
     errors: extra error-injection rules, in the topology file's `errors` syntax.
     """
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    if driver_version:
+    if driver_version is not None:
         topo = topo.with_driver_version(driver_version)
     if errors:
         topo = topo.with_errors(errors)
@@ -144,7 +143,11 @@ def build_host(
     )  # fmt: skip
     # Built next to its final place and renamed into it, so a failed build leaves nothing
     # half-made at `root` (nothing in the tree records its own absolute path).
-    work = Path(tempfile.mkdtemp(prefix=f".{base.name}.building-", dir=base.parent))
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{base.name}.building-", dir=base.parent))
+    except OSError as e:
+        raise BuildError(f"--root {base}: cannot create a directory in {base.parent}: "
+                         f"{e.strerror}") from None  # fmt: skip
     try:
         _build_tree(work, host, notes)
         if base.exists():
@@ -204,7 +207,15 @@ def _check_root(base: Path, replace: bool) -> None:
             raise BuildError(f"--root {base}: directory is not empty and is not a fake host")
         if not replace:
             raise BuildError(f"--root {base}: already holds a fake host (use --replace)")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    for parent in base.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BuildError(f"--root {base}: {parent} is not a directory")
+            break
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BuildError(f"--root {base}: cannot create {base.parent}: {e.strerror}") from None
 
 
 def _ensure_dir(path: Path) -> None:
@@ -243,14 +254,17 @@ def _skeleton(root: Path) -> None:
 def _install_libraries(root: Path, version: str) -> Path:
     libdir = root / layout.LIBDIR
     template = cc.build_stub_template().read_bytes()
-    nvml_src = cc.build_fake_nvml()
-    nvml_file = layout.NVML_FILE.format(v=version)
-    nvml_path = libdir / nvml_file
+    nvml_path = libdir / layout.NVML_FILE.format(v=version)
+    # libraries NVIDIA's tools call into get working fakes; the rest only need to exist
+    fakes = {
+        nvml_path.name: cc.build_fake_nvml,
+        layout.SANDBOXUTILS_FILE.format(v=version): cc.build_fake_sandboxutils,
+    }
     for lib in layout.libraries(version):
         path = libdir / lib.file
         _ensure_dir(path.parent)
-        if lib.file == nvml_file:
-            shutil.copyfile(nvml_src, path)
+        if lib.file in fakes:
+            shutil.copyfile(fakes[lib.file](), path)
             os.chmod(path, 0o644)
         else:
             _write(path, cc.stub_library(template, lib.soname))
@@ -404,10 +418,11 @@ def _install_dev(root: Path, topo: Topology, mknod: bool) -> None:
 def _mig_minors(n_gpus: int) -> str:
     lines = ["config 1", "monitor 2"]
     for g in range(n_gpus):
-        for gi in range(MIG_GIS):
+        for gi in range(MIG_GPU_INSTANCE_IDS):
             lines.append(f"gpu{g}/gi{gi}/access {mig_minor(g, gi)}")
             lines += [
-                f"gpu{g}/gi{gi}/ci{ci}/access {mig_minor(g, gi, ci)}" for ci in range(MIG_CIS)
+                f"gpu{g}/gi{gi}/ci{ci}/access {mig_minor(g, gi, ci)}"
+                for ci in range(MIG_COMPUTE_INSTANCE_IDS)
             ]
     return "\n".join(lines) + "\n"
 

@@ -99,6 +99,11 @@ NVLINK_VERSIONS: dict[str, int] = {
 # architecture, as NVML reports it for the far end of a GPU's link to a switch
 NVSWITCH_PCI_DEVICE_IDS: dict[str, int] = {"ampere": 0x1AF110DE, "hopper": 0x22A310DE}
 
+# GPU instance and compute instance ids of one GPU, as the driver's nvidia-caps minors table
+# (/proc/driver/nvidia-caps/mig-minors) numbers them: gi0..gi14, ci0..ci7
+MIG_GPU_INSTANCE_IDS = 15
+MIG_COMPUTE_INSTANCE_IDS = 8
+
 # NVML_GPU_INSTANCE_PROFILE_* indexes, used as the `profile` argument of
 # nvmlDeviceGetGpuInstanceProfileInfo
 PROFILE_INDEXES: dict[str, int] = {

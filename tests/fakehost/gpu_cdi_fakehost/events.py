@@ -9,6 +9,7 @@ until `recovered`, and `wait-error` makes the next nvmlEventSetWait of every eve
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import attrs
@@ -48,10 +49,13 @@ class EventInjector:
     def for_root(cls, root: Path) -> EventInjector:
         """The injector of the fake host built in `root` (reads the devices from its NVML file)."""
         marker = root / nvmlfile.MARKER
+        path = marker / nvmlfile.TOPOLOGY_FILE
         try:
-            gpus = nvmlfile.read_devices(marker / nvmlfile.TOPOLOGY_FILE)
+            gpus = nvmlfile.read_devices(path)
         except OSError as e:
             raise EventError(f"{root}: not a fake host ({e.strerror})") from None
+        except (KeyError, ValueError, IndexError):
+            raise EventError(f"{path}: not a fake NVML topology file") from None
         return cls(marker / EVENTS_FILE, gpus, str(root))
 
     def xid(self, device: DeviceRef, xid: int, gi: int | None = None, ci: int | None = None) -> str:
@@ -98,10 +102,18 @@ class EventInjector:
 
     def _append(self, *fields: str) -> str:
         line = " ".join(fields) + "\n"
-        # one write() on an O_APPEND descriptor: readers see whole lines only
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
         try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as e:
+            raise EventError(f"{self.path}: cannot write events: {e.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise EventError(f"{self.path}: not a regular file: cannot write events")
+            # one write() on an O_APPEND descriptor: readers see whole lines only
             os.write(fd, line.encode())
+        except OSError as e:
+            raise EventError(f"{self.path}: cannot write events: {e.strerror}") from None
         finally:
             os.close(fd)
         return line.rstrip("\n")

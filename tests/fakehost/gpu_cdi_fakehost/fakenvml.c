@@ -83,6 +83,8 @@ typedef struct fake_device {
     int mig_supported, ecc;
     unsigned int mig_current, mig_pending, max_mig;
     unsigned int gi_id, ci_id; /* MIG devices only */
+    unsigned int ci_slices, ci_start; /* MIG devices: the compute instance's compute slices */
+    unsigned int ci_magic;            /* MIG devices: &ci_magic is the nvmlComputeInstance_t */
     unsigned int nvlinks, nvlink_version; /* links the board has; nvmlNvlinkVersion_t */
     fake_link links[NVML_NVLINK_MAX_LINKS];
     /* per-GPU data */
@@ -132,6 +134,7 @@ static struct {
     char events_path[4096];
     int events_fd; /* valid when events_open */
     int events_open;
+    int events_unreadable; /* said so once */
     long long events_scanned; /* bytes scanned for lost/recovered lines */
     unsigned char *lost;      /* per GPU */
     fake_event_set *sets;
@@ -337,12 +340,15 @@ static int parse_mig(const record *r, const char *where) {
     m.migs = NULL;
     if (need_str(r, "name", &name, where) || need_str(r, "uuid", &uuid, where) ||
         need_uint(r, "gi", &m.gi_id, where) || need_uint(r, "ci", &m.ci_id, where) ||
+        need_uint(r, "ci_slices", &m.ci_slices, where) ||
+        need_uint(r, "ci_start", &m.ci_start, where) ||
         need_ull(r, "mem_total", &m.mem_total, where) ||
         need_ull(r, "mem_reserved", &m.mem_reserved, where) ||
         need_ull(r, "mem_used", &m.mem_used, where))
         return -1;
     copy_str(m.name, sizeof m.name, name);
     copy_str(m.uuid, sizeof m.uuid, uuid);
+    m.ci_magic = FAKE_MAGIC;
     fake_device **ms = realloc(p->migs, sizeof *ms * (size_t)(p->n_migs + 1));
     if (!ms) return -1;
     p->migs = ms;
@@ -461,6 +467,26 @@ static void free_topology(void) {
     memset(&T, 0, sizeof T);
 }
 
+/* A read descriptor for a regular file, or -1 with *why: a FIFO or a device named by an
+ * environment variable must not block or flood nvmlInit. */
+static int open_regular(const char *path, const char **why) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        *why = strerror(errno);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *why = "not a regular file";
+        errno = EINVAL;
+        return -1;
+    }
+    /* regular files ignore O_NONBLOCK, but clear it for plain reads */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
 #define EVENTS_FILE "nvml-events.txt"
 
 /* $FAKE_NVML_EVENTS, else nvml-events.txt beside the topology file. */
@@ -481,9 +507,12 @@ static nvmlReturn_t load_topology(void) {
         complain("FAKE_NVML_TOPOLOGY is not set; behaving like a host without the NVIDIA driver");
         return NVML_ERROR_DRIVER_NOT_LOADED;
     }
-    FILE *f = fopen(path, "r");
+    const char *why = NULL;
+    int fd = open_regular(path, &why);
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
     if (!f) {
-        complain("cannot open FAKE_NVML_TOPOLOGY file %s: %s", path, strerror(errno));
+        complain("cannot open FAKE_NVML_TOPOLOGY file %s: %s", path, why ? why : strerror(errno));
+        if (fd >= 0) close(fd);
         return NVML_ERROR_DRIVER_NOT_LOADED;
     }
     char *line = NULL;
@@ -691,8 +720,16 @@ static int parse_event(char *line, fake_event *ev, const char **why) {
 static int events_refresh_locked(void) {
     if (!T.events_open) {
         if (!T.events_path[0]) return -1;
-        int fd = open(T.events_path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return -1;
+        const char *why;
+        int fd = open_regular(T.events_path, &why);
+        if (fd < 0) {
+            /* not there yet is normal; anything else is worth saying once */
+            if (errno != ENOENT && !T.events_unreadable) {
+                complain("events file %s: %s (no events)", T.events_path, why);
+                T.events_unreadable = 1;
+            }
+            return -1;
+        }
         T.events_fd = fd;
         T.events_open = 1;
     }
@@ -1577,4 +1614,193 @@ EXPORT nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t device, unsigned int *n
     (void)d;
     if (!node) return NVML_ERROR_INVALID_ARGUMENT;
     return NVML_ERROR_NOT_SUPPORTED;
+}
+
+/* ---------------------------------------------------------------- compute instances
+ *
+ * Each MIG device is one compute instance of one GPU instance; what go-nvlib (nvidia-ctk, the
+ * device plugin) asks about them to name a MIG device's profile. */
+
+/* Compute slices of each NVML_COMPUTE_INSTANCE_PROFILE_*; 0: a profile these boards lack. */
+static const unsigned int ci_profile_slices[NVML_COMPUTE_INSTANCE_PROFILE_COUNT] = {
+    [NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE] = 1, [NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE] = 2,
+    [NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE] = 3, [NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE] = 4,
+    [NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE] = 7, [NVML_COMPUTE_INSTANCE_PROFILE_8_SLICE] = 8,
+    [NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE] = 6,
+};
+
+static fake_gi_profile *profile_by_id(fake_device *gpu, unsigned int id) {
+    for (int i = 0; i < gpu->n_profiles; i++)
+        if (gpu->profiles[i].id == id) return &gpu->profiles[i];
+    return NULL;
+}
+
+/* A GPU instance of `gpu_slices` compute slices offers compute instances of 1..4 slices and
+ * of its whole size (a 7-slice GI: 1, 2, 3, 4 and 7). */
+static nvmlReturn_t ci_profile(unsigned int profile, unsigned int eng, unsigned int gi_slices,
+                               unsigned int *slices) {
+    if (profile >= NVML_COMPUTE_INSTANCE_PROFILE_COUNT ||
+        eng >= NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_COUNT)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *slices = ci_profile_slices[profile];
+    if (!*slices || *slices > gi_slices || (*slices > 4 && *slices != gi_slices))
+        return NVML_ERROR_NOT_SUPPORTED;
+    return NVML_SUCCESS;
+}
+
+static unsigned int ci_profile_of(unsigned int slices) {
+    for (unsigned int i = 0; i < NVML_COMPUTE_INSTANCE_PROFILE_COUNT; i++)
+        if (ci_profile_slices[i] == slices) return i;
+    return NVML_COMPUTE_INSTANCE_PROFILE_COUNT;
+}
+
+/* The fields the v1, v2 and v3 compute-instance profile structs share. */
+#define FILL_CI_PROFILE(info, profile, slices, p)                             \
+    do {                                                                  \
+        (info)->id = (profile);                                           \
+        (info)->sliceCount = (slices);                                    \
+        (info)->instanceCount = (p)->slices / (slices);                   \
+        (info)->multiprocessorCount = (p)->sms * (slices) / (p)->slices;  \
+        (info)->sharedCopyEngineCount = (p)->ce;                          \
+        (info)->sharedDecoderCount = (p)->dec;                            \
+        (info)->sharedEncoderCount = (p)->enc;                            \
+        (info)->sharedJpegCount = (p)->jpeg;                              \
+        (info)->sharedOfaCount = (p)->ofa;                                \
+    } while (0)
+
+/* The GPU instance and its profile, or NULL for a handle we did not hand out. */
+static fake_gi *gi_and_profile(nvmlGpuInstance_t instance, fake_gi_profile **p) {
+    fake_gi *gi = as_gi(instance);
+    if (!gi) return NULL;
+    *p = profile_by_id(T.gpus[gi->gpu], gi->profile_id);
+    return *p ? gi : NULL;
+}
+
+/* The GI's profile and the CI profile's slices, after the checks both entry points share. */
+static nvmlReturn_t ci_profile_query(nvmlGpuInstance_t instance, unsigned int profile,
+                                     unsigned int eng, const void *info, fake_gi_profile **p,
+                                     unsigned int *slices) {
+    CHECK_INIT();
+    fake_gi *gi = gi_and_profile(instance, p);
+    if (!gi || !info) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlGpuInstanceGetComputeInstanceProfileInfo", gi->gpu, -1);
+    return ci_profile(profile, eng, (*p)->slices, slices);
+}
+
+EXPORT nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfo(
+    nvmlGpuInstance_t instance, unsigned int profile, unsigned int eng,
+    nvmlComputeInstanceProfileInfo_t *info) {
+    fake_gi_profile *p;
+    unsigned int slices;
+    nvmlReturn_t ret = ci_profile_query(instance, profile, eng, info, &p, &slices);
+    if (ret != NVML_SUCCESS) return ret;
+    FILL_CI_PROFILE(info, profile, slices, p);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfoV(
+    nvmlGpuInstance_t instance, unsigned int profile, unsigned int eng,
+    nvmlComputeInstanceProfileInfo_v2_t *info) {
+    fake_gi_profile *p;
+    unsigned int slices;
+    nvmlReturn_t ret = ci_profile_query(instance, profile, eng, info, &p, &slices);
+    if (ret != NVML_SUCCESS) return ret;
+    /* "MIG 3g.20gb" for a CI as large as its GI, "MIG 1c.3g.20gb" for a smaller one */
+    const char *gi_name = strncmp(p->name, "MIG ", 4) == 0 ? p->name + 4 : p->name;
+    char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE];
+    if (slices == p->slices) snprintf(name, sizeof name, "MIG %.64s", gi_name);
+    else snprintf(name, sizeof name, "MIG %uc.%.64s", slices, gi_name);
+    if (info->version == nvmlComputeInstanceProfileInfo_v2) {
+        FILL_CI_PROFILE(info, profile, slices, p);
+        copy_str(info->name, sizeof info->name, name);
+        return NVML_SUCCESS;
+    }
+    if (info->version == nvmlComputeInstanceProfileInfo_v3) {
+        nvmlComputeInstanceProfileInfo_v3_t *v3 = (nvmlComputeInstanceProfileInfo_v3_t *)info;
+        FILL_CI_PROFILE(v3, profile, slices, p);
+        copy_str(v3->name, sizeof v3->name, name);
+        v3->capabilities = 0;
+        return NVML_SUCCESS;
+    }
+    return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+}
+
+EXPORT nvmlReturn_t nvmlGpuInstanceGetComputeInstanceById(nvmlGpuInstance_t instance,
+                                                          unsigned int id,
+                                                          nvmlComputeInstance_t *ci) {
+    CHECK_INIT();
+    fake_gi *gi = as_gi(instance);
+    if (!gi || !ci) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlGpuInstanceGetComputeInstanceById", gi->gpu, -1);
+    fake_device *gpu = T.gpus[gi->gpu];
+    for (int i = 0; i < gpu->n_migs; i++) {
+        fake_device *m = gpu->migs[i];
+        if (m->gi_id == gi->id && m->ci_id == id) {
+            *ci = (nvmlComputeInstance_t)&m->ci_magic;
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+/* The MIG device whose compute instance handle this is. */
+static fake_device *as_ci(nvmlComputeInstance_t h) {
+    for (int i = 0; i < T.n_gpus; i++)
+        for (int j = 0; j < T.gpus[i]->n_migs; j++)
+            if ((nvmlComputeInstance_t)&T.gpus[i]->migs[j]->ci_magic == h) return T.gpus[i]->migs[j];
+    return NULL;
+}
+
+static nvmlReturn_t ci_info(nvmlComputeInstance_t ci, nvmlComputeInstanceInfo_t *info) {
+    CHECK_INIT();
+    fake_device *m = as_ci(ci);
+    if (!m || !info) return NVML_ERROR_INVALID_ARGUMENT;
+    INJECT("nvmlComputeInstanceGetInfo", m->gpu, m->mig_index);
+    fake_device *gpu = T.gpus[m->gpu];
+    memset(info, 0, sizeof *info);
+    for (int i = 0; i < gpu->n_gis; i++)
+        if (gpu->gis[i].id == m->gi_id) info->gpuInstance = (nvmlGpuInstance_t)&gpu->gis[i];
+    info->device = (nvmlDevice_t)gpu;
+    info->id = m->ci_id;
+    info->profileId = ci_profile_of(m->ci_slices);
+    info->placement.start = m->ci_start;
+    info->placement.size = m->ci_slices;
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlComputeInstanceGetInfo_v2(nvmlComputeInstance_t ci,
+                                                  nvmlComputeInstanceInfo_t *info) {
+    return ci_info(ci, info);
+}
+EXPORT nvmlReturn_t nvmlComputeInstanceGetInfo(nvmlComputeInstance_t ci,
+                                               nvmlComputeInstanceInfo_t *info) {
+    return ci_info(ci, info);
+}
+
+/* Engines and sizes of a MIG device: NVML answers for MIG device handles only. */
+static nvmlReturn_t attributes(nvmlDevice_t device, nvmlDeviceAttributes_t *a) {
+    DEVICE(m, device, "nvmlDeviceGetAttributes");
+    if (!a) return NVML_ERROR_INVALID_ARGUMENT;
+    if (m->kind != KIND_MIG) return NVML_ERROR_NOT_SUPPORTED;
+    fake_device *gpu = T.gpus[m->gpu];
+    fake_gi_profile *p = NULL;
+    for (int i = 0; i < gpu->n_gis && !p; i++)
+        if (gpu->gis[i].id == m->gi_id) p = profile_by_id(gpu, gpu->gis[i].profile_id);
+    if (!p) return NVML_ERROR_UNKNOWN;
+    memset(a, 0, sizeof *a);
+    a->multiprocessorCount = p->sms * m->ci_slices / p->slices;
+    a->sharedCopyEngineCount = p->ce;
+    a->sharedDecoderCount = p->dec;
+    a->sharedEncoderCount = p->enc;
+    a->sharedJpegCount = p->jpeg;
+    a->sharedOfaCount = p->ofa;
+    a->gpuInstanceSliceCount = p->slices;
+    a->computeInstanceSliceCount = m->ci_slices;
+    a->memorySizeMB = p->mem_mb;
+    return NVML_SUCCESS;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetAttributes_v2(nvmlDevice_t device, nvmlDeviceAttributes_t *a) {
+    return attributes(device, a);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetAttributes(nvmlDevice_t device, nvmlDeviceAttributes_t *a) {
+    return attributes(device, a);
 }

@@ -101,6 +101,8 @@ def render(topology: Topology) -> str:
                     uuid=m.uuid,
                     gi=m.gpu_instance.id,
                     ci=m.compute_instance.id,
+                    ci_slices=m.compute_instance.slices,
+                    ci_start=m.compute_instance_start,
                     mem_total=m.memory_total,
                     mem_reserved=0,
                     mem_used=0,
