@@ -98,10 +98,30 @@ def _key_indent(table: Any) -> str:
     return header + "  " if header else ""
 
 
+def _like(old: Any, value: Any) -> Any:
+    """`value` as a TOML item quoted like `old` (containerd 2 writes 'literal' strings)."""
+    import tomlkit
+    from tomlkit.items import String, StringType
+
+    strings = [
+        item for item in (old if isinstance(old, list) else [old]) if isinstance(item, String)
+    ]
+    if not strings or strings[0].type != StringType.SLL:
+        return value
+    if isinstance(value, str):
+        return tomlkit.string(value, literal=True)
+    if isinstance(value, list):
+        styled = tomlkit.array()
+        styled.extend(_like(old, item) for item in value)
+        return styled
+    return value
+
+
 def _set(table: Any, key: str, value: Any) -> None:
-    """Set `key`, in place (comment kept) if it exists, else indented like its neighbours."""
+    """Set `key`, in place (comment and quoting kept) if it exists, else indented like its
+    neighbours."""
     if key in table:
-        table[key] = value
+        table[key] = _like(table.item(key) if hasattr(table, "item") else table[key], value)
         return
     indent = _key_indent(table)
     tables = [item for item in _entries(table) if _is_table(item)]

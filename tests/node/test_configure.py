@@ -51,6 +51,7 @@ def comments(text: str) -> list[str]:
 
 DEBIAN17 = (DATA / "containerd-1.7.24-debian.toml").read_text()
 DEFAULT17 = (DATA / "containerd-1.7.24-default.toml").read_text()
+DEFAULT21 = (DATA / "containerd-2.1.9-default.toml").read_text()
 HAND_V3 = """\
 # containerd 2 config, written by hand
 version = 3
@@ -85,6 +86,13 @@ CONTAINERD_CASES = {
             f"{CRI2}.enable_cdi": True,
             f"{CRI2}.cdi_spec_dirs": ["/etc/cdi", "/var/run/cdi", OURS],
         },
+    ),
+    # containerd 2.1's own default: NRI and CDI on already; only our dir is missing
+    "2.1 default, CDI too": (DEFAULT21, {"cdi": True}, {}),
+    "2.1 default, our dir": (
+        DEFAULT21,
+        {"spec_dirs": [OURS]},
+        {f"{CRI3}.cdi_spec_dirs": ["/etc/cdi", "/var/run/cdi", OURS]},
     ),
     "hand-written v3": (
         HAND_V3,
@@ -155,6 +163,12 @@ def test_imported_drop_ins_are_said_to_win() -> None:
     )
 
 
+def test_a_changed_list_keeps_its_quoting() -> None:
+    edit = containerd.configure(DEFAULT21, "config.toml", spec_dirs=[OURS])
+    (line,) = [ln for ln in edit.text.splitlines() if "cdi_spec_dirs" in ln]
+    assert line == f"    cdi_spec_dirs = ['/etc/cdi', '/var/run/cdi', '{OURS}']"
+
+
 def test_disabled_cri_plugin_is_left_alone_and_said() -> None:
     edit = containerd.configure('version = 2\ndisabled_plugins = ["cri"]\n', "c.toml")
     assert tomllib.loads(edit.text)["disabled_plugins"] == ["cri"]
@@ -191,16 +205,26 @@ def test_containerd_configs_it_cannot_edit(text: str, message: str) -> None:
 # -- containerd itself reads what we wrote --------------------------------------------------------
 
 
-def containerd_binaries() -> list[Any]:
-    return [pytest.param(paths.CONTAINERD_BIN / "containerd", id="containerd-1.7")]
+# containerd release -> (binary, the configs it is tried with, the CRI table of its dump)
+RELEASES = {
+    "1.7": (paths.CONTAINERD_BIN / "containerd", ("1.7.24-debian", "1.7.24-default"), CRI2),
+    "2.1": (
+        paths.PREFIX / "containerd2" / "usr" / "bin" / "containerd",
+        ("1.7.24-debian", "2.1.9-default"),  # sid ships the version-2 file trixie does
+        CRI3,
+    ),
+}
 
 
-@pytest.mark.parametrize("binary", containerd_binaries())
-@pytest.mark.parametrize("name", ["debian", "default"])
-def test_containerd_reads_the_configured_file(binary: Path, name: str, tmp_path: Path) -> None:
-    need(os.access(binary, os.X_OK), paths.missing_message() or f"{binary} missing")
+@pytest.mark.parametrize(
+    ("release", "name"),
+    [(release, name) for release, (_, names, _) in RELEASES.items() for name in names],
+)
+def test_containerd_reads_the_configured_file(release: str, name: str, tmp_path: Path) -> None:
+    binary, _, cri = RELEASES[release]
+    need(os.access(binary, os.X_OK), f"{binary} (containerd {release}): {paths.INSTALL_HINT}")
     config = tmp_path / "config.toml"
-    config.write_text((DATA / f"containerd-1.7.24-{name}.toml").read_text())
+    config.write_text((DATA / f"containerd-{name}.toml").read_text())
     proc = gpu_cdi(["configure", "containerd", "--config", str(config), "--cdi.spec-dir", OURS])
     assert proc.returncode == 0, proc.stderr
     dump = subprocess.run(
@@ -208,10 +232,10 @@ def test_containerd_reads_the_configured_file(binary: Path, name: str, tmp_path:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert dump.returncode == 0, dump.stderr
-    effective = tomllib.loads(dump.stdout)["plugins"]
-    assert effective["io.containerd.nri.v1.nri"]["disable"] is False
-    assert effective["io.containerd.grpc.v1.cri"]["enable_cdi"] is True
-    assert effective["io.containerd.grpc.v1.cri"]["cdi_spec_dirs"][-1] == OURS
+    effective = flat(tomllib.loads(dump.stdout))
+    assert effective[f"{NRI}.disable"] is False
+    assert effective[f"{cri}.enable_cdi"] is True
+    assert effective[f"{cri}.cdi_spec_dirs"] == ["/etc/cdi", "/var/run/cdi", OURS]
 
 
 # -- the command: dry run, backup, mode and owner, errors -----------------------------------------
@@ -375,6 +399,25 @@ def test_docker_configs_it_cannot_edit(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         docker.configure(text, "daemon.json")
     assert str(error.value).startswith(message), str(error.value)
+
+
+def test_dockerd_accepts_the_configured_file(tmp_path: Path) -> None:
+    dockerd = paths.PREFIX / "docker" / "usr" / "sbin" / "dockerd"
+    need(os.access(dockerd, os.X_OK), f"{dockerd} (sid docker.io): {paths.INSTALL_HINT}")
+    config = tmp_path / "daemon.json"
+    config.write_text('{\n  "log-level": "warn"\n}\n')
+    proc = gpu_cdi(["configure", "docker", "--config", str(config), "--cdi.spec-dir", OURS])
+    assert proc.returncode == 0, proc.stderr
+
+    def validate(path: Path) -> subprocess.CompletedProcess[str]:
+        argv = [str(dockerd), "--validate", "--userland-proxy=false", "--config-file", str(path)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    assert validate(config).returncode == 0, validate(config).stderr
+    # and the check can fail: a value of the wrong type is refused
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"features": {"cdi": "yes"}}')
+    assert "cannot unmarshal string" in validate(bad).stderr
 
 
 def test_configure_docker_command(tmp_path: Path) -> None:
