@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import cdi.hook
-from cdi.node import hookfile
+from cdi.node import hookboot, hookfile
 from tests.hook.helpers import HOOK_MAIN, LIBDIR, make_bundle
 from tests.node.support import install_hook
 from tests.require import need
@@ -53,10 +53,11 @@ def run(argv: list[str], stdin: bytes = b"", **env: str) -> subprocess.Completed
 
 
 def test_hook_package_imports_only_the_standard_library() -> None:
-    # The contract the one-file install rests on: cdi/hook needs nothing but the host's Python.
+    # The contract the one-file install rests on: cdi/hook (and the boot module that serves it
+    # from the file) need nothing but the host's Python.
     package = Path(cdi.hook.__file__).parent
     outside = set()
-    for path in package.rglob("*.py"):
+    for path in [*package.rglob("*.py"), Path(hookboot.__file__)]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):
