@@ -318,8 +318,10 @@ FIELDS = tuple(f for f in attrs.fields(Settings) if "flag" in f.metadata)
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The command-line parser; every setting's flag, with no defaults (unset stays None)."""
     from cdi.nvidia.commands import add_discovery_flags
+    from cdi.release import VersionAction
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action=VersionAction)
     add_discovery_flags(parser)
     by_flag = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
     for field in FIELDS:

@@ -12,6 +12,16 @@ PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # where pip put our programs (make venv)
 
 
+def _programs() -> tuple[str, ...]:
+    import tomllib
+
+    with open(PROJECT / "pyproject.toml", "rb") as stream:
+        return tuple(tomllib.load(stream)["project"]["scripts"])
+
+
+PROGRAMS = _programs()  # what `pip install .` puts on PATH
+
+
 def gpu_cdi(
     args: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

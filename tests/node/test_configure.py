@@ -207,9 +207,13 @@ def test_containerd_configs_it_cannot_edit(text: str, message: str) -> None:
 
 # containerd release -> (binary, the configs it is tried with, the CRI table of its dump)
 RELEASES = {
-    "1.7": (paths.CONTAINERD_BIN / "containerd", ("1.7.24-debian", "1.7.24-default"), CRI2),
+    "1.7": (
+        paths.containerd_release("1.7").bin / "containerd",
+        ("1.7.24-debian", "1.7.24-default"),
+        CRI2,
+    ),
     "2.1": (
-        paths.PREFIX / "containerd2" / "usr" / "bin" / "containerd",
+        paths.containerd_release("2.1").bin / "containerd",
         ("1.7.24-debian", "2.1.9-default"),  # sid ships the version-2 file trixie does
         CRI3,
     ),
@@ -402,7 +406,7 @@ def test_docker_configs_it_cannot_edit(text: str, message: str) -> None:
 
 
 def test_dockerd_accepts_the_configured_file(tmp_path: Path) -> None:
-    dockerd = paths.PREFIX / "docker" / "usr" / "sbin" / "dockerd"
+    dockerd = paths.DOCKERD
     need(os.access(dockerd, os.X_OK), f"{dockerd} (sid docker.io): {paths.INSTALL_HINT}")
     config = tmp_path / "daemon.json"
     config.write_text('{\n  "log-level": "warn"\n}\n')

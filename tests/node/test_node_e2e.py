@@ -3,20 +3,21 @@
     gpu-cdi install-hook  ->  gpu-cdi generate --hook-path <what it printed>
     ->  gpu-cdi configure containerd  ->  gpu-cdi-nri  ->  a CRI container asking for GPU 0
 
-and the same spec under podman. In every runtime the container must see its device nodes
+and the same spec under podman and Docker. In every runtime the container must see its device nodes
 (GPU 0's, not GPU 1's) and `ldconfig -p` must list the driver libraries: proof that the
 installed one-file hook ran (update-ldcache) from where the spec says.
 
-The containerd starts from the harness's config with NRI off (as containerd 1.7 ships it);
-only `gpu-cdi configure containerd` turns it on. The spec is cdiVersion 0.5.0, which every
-runtime here reads (podman 4.3 reads nothing newer). The host's static /sbin/ldconfig is
-bind-mounted into the busybox image so that the hook and the test can run it.
+Each runtime runs in every release the suite has (containerd 1.7.24 and 2.1, podman 4.3 and
+5.4, Docker 28: tests/e2e/fixtures.py). containerd starts from the harness's config with NRI off
+(as containerd 1.7 ships it); only `gpu-cdi configure containerd` turns it on. The spec is
+cdiVersion 0.5.0, which every runtime here reads (podman 4.3 reads nothing newer). The host's
+static /sbin/ldconfig is bind-mounted into the busybox image so that the hook and the test can
+run it.
 """
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Callable, Iterator
+import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -85,29 +86,44 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Node:
     return Node(host, hook, cdi_dir)
 
 
+# -- what a GPU container must see -------------------------------------------------------------
+
+
+def assert_gpu_0(output: str) -> None:
+    """GPU 0's nodes and the control nodes, not GPU 1's; the driver libraries in ld.so.cache."""
+    seen = parse(output)
+    assert {"nvidia0", "nvidiactl", "nvidia-uvm"} <= set(seen.dev), seen.dev
+    assert "nvidia1" not in seen.dev
+    for soname in ("libcuda.so.1", "libnvidia-ml.so.1"):
+        assert f"{soname} (libc6,x86-64) => {LIBDIR}/{soname}" in seen.ldcache, seen.ldcache
+
+
 # -- the runtimes ---------------------------------------------------------------------------------
 
-Runner = Callable[[Node, str, str], str]  # (node, GPU index, shell command) -> container output
 
-
-@pytest.fixture(scope="module")
-def containerd_node(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
-    """containerd configured by `gpu-cdi configure containerd`, gpu-cdi-nri attached."""
+def test_containerd_configured_with_gpu_cdi_nri(
+    node: Node, containerd_version: str, tmp_path: Path
+) -> None:
+    """containerd from a config only `gpu-cdi configure containerd` turned NRI on in; the plugin
+    attached; a CRI container asking for GPU 0 by NVIDIA_VISIBLE_DEVICES. containerd 2.1 reads
+    the node's spec dir (configure added it), so the plugin picks native mode there and
+    containerd injects the devices itself; on 1.7.24 (no CDI over NRI) the plugin resolves."""
+    from tests.e2e import paths
     from tests.e2e.fixtures import require_containerd
-
-    require_containerd()
     from tests.e2e.harness import Containerd
     from tests.plugin.e2e_support import attached
 
+    require_containerd(containerd_version)
+
     class Configured(Containerd):
-        """The harness's containerd, started from the config file as configured."""
+        """The harness's containerd, started from its config file as configured."""
 
         def config_toml(self) -> str:
             return self.config_path.read_text()
 
-    ctd = Configured(nri=False)
+    ctd = Configured(version=containerd_version, nri=False)
     try:
-        ctd.config_path.write_text(Containerd.config_toml(ctd))  # NRI off, as 1.7 ships
+        ctd.config_path.write_text(Containerd.config_toml(ctd))  # NRI off, as 1.7 ships it
         proc = gpu_cdi(
             ["configure", "containerd", "--config", str(ctd.config_path), "--cdi.enabled",
              "--cdi.spec-dir", str(node.cdi_dir)]
@@ -116,67 +132,36 @@ def containerd_node(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Ite
         assert "NRI enabled" in proc.stderr
         ctd.config = attrs.evolve(ctd.config, nri=True)  # start() then waits for the NRI socket
         ctd.start()
-        log = tmp_path_factory.mktemp("nri") / "plugin.log"
-        with attached(ctd, [node.cdi_dir], log), ctd.cri() as cri:
-
-            def run(node: Node, gpu: str, command: str) -> str:
-                pod = cri.run_pod(f"gpu-{gpu}")
-                result = cri.run(
-                    pod, "gpu", ["sh", "-c", command],
-                    env={"NVIDIA_VISIBLE_DEVICES": gpu},
-                    mounts=[(LDCONFIG, LDCONFIG, True)],
-                )  # fmt: skip
-                assert result.exit_code == 0, result.logs
-                hooks = result.spec["hooks"]["createContainer"]
-                assert {h["path"] for h in hooks} == {str(node.hook)}
-                return str(result.logs)
-
-            yield run
+        with attached(ctd, [node.cdi_dir], tmp_path / "plugin.log") as plugin, ctd.cri() as cri:
+            pod = cri.run_pod("gpu-node")
+            result = cri.run(
+                pod, "gpu", ["sh", "-c", SHOW],
+                env={"NVIDIA_VISIBLE_DEVICES": "0"}, mounts=[(LDCONFIG, LDCONFIG, True)],
+            )  # fmt: skip
+            assert result.exit_code == 0, result.logs
+            assert_gpu_0(result.logs)
+            hooks = result.spec["hooks"]["createContainer"]
+            assert {h["path"] for h in hooks} == {str(node.hook)}
+            native = paths.containerd_release(containerd_version).config_version == 3
+            assert f"mode={'native' if native else 'resolve'}" in plugin.log()
     finally:
         ctd.close()
 
 
-@pytest.fixture(scope="module")
-def podman_node(tmp_path_factory: pytest.TempPathFactory) -> Runner:
-    """podman 4.3 (bookworm's), the spec alone in /var/run/cdi of a private mount namespace."""
-    from tests.generator.test_podman import IMAGE, Podman
-
-    need_root()
-    exe = subprocess.run(["podman", "--version"], capture_output=True, text=True, check=False)
-    need(
-        " 4." in exe.stdout, f"needs podman 4.x (bookworm's /usr/bin/podman), found {exe.stdout!r}"
+def test_podman_runs_the_same_spec(node: Node, podman: Any) -> None:
+    proc = podman.run(
+        [node.spec_path], ["nvidia.com/gpu=0"], SHOW, options=["-v", f"{LDCONFIG}:{LDCONFIG}:ro"]
     )
-    podman = Podman(tmp_path_factory.mktemp("podman"))
-
-    def run(node: Node, gpu: str, command: str) -> str:
-        script = (
-            "set -e; mkdir -p /run/cdi; mount -t tmpfs gpu-cdi-test /run/cdi; "
-            f'cp "{node.spec_path}" /run/cdi/; exec "$@"'
-        )
-        argv = [podman.exe, *podman.flags, "run", "--rm", "--network", "none",
-                "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
-                "-v", f"{LDCONFIG}:{LDCONFIG}:ro", "--device", f"nvidia.com/gpu={gpu}",
-                IMAGE, "sh", "-c", command]  # fmt: skip
-        proc = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *argv],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
-
-    return run
+    assert proc.returncode == 0, proc.stderr
+    assert_gpu_0(proc.stdout)
 
 
-RUNTIMES = {"containerd-1.7": "containerd_node", "podman-4.3": "podman_node"}
-
-
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_gpu_container_sees_its_devices_and_driver_libraries(
-    node: Node, runtime: str, request: pytest.FixtureRequest
-) -> None:
-    run: Runner = request.getfixturevalue(RUNTIMES[runtime])
-    seen = parse(run(node, "0", SHOW))
-    assert {"nvidia0", "nvidiactl", "nvidia-uvm"} <= set(seen.dev), seen.dev
-    assert "nvidia1" not in seen.dev
-    for soname in ("libcuda.so.1", "libnvidia-ml.so.1"):
-        assert f"{soname} (libc6,x86-64) => {LIBDIR}/{soname}" in seen.ldcache, seen.ldcache
+def test_docker_runs_the_same_spec(node: Node, docker: Any) -> None:
+    spec = Path(docker.cdi_dir) / "gpu-cdi-node-e2e.yaml"
+    shutil.copy(node.spec_path, spec)
+    try:
+        proc = docker.run(["nvidia.com/gpu=0"], SHOW, args=["-v", f"{LDCONFIG}:{LDCONFIG}:ro"])
+    finally:
+        spec.unlink()
+    assert proc.returncode == 0, proc.stderr
+    assert_gpu_0(proc.stdout)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.node.support import (
+    PROGRAMS,
     hook_paths,
     newcomer_command,
     readme_blocks,
@@ -25,7 +26,6 @@ from tests.node.support import (
 from tests.require import need_root, need_tool
 
 pytestmark = pytest.mark.slow
-PROGRAMS = ("gpu-cdi", "gpu-cdi-hook", "gpu-cdi-nri")
 SEP = "=== gpu-cdi readme test ==="
 # pip's own lines about this machine's package sources and its own version, not ours
 PIP_NOISE = re.compile(r"^(WARNING: |\[notice\] )")

@@ -7,10 +7,10 @@ from importlib.metadata import version
 
 import pytest
 
-from tests.node.support import BIN
+from tests.node.support import BIN, PROGRAMS
 
 
-@pytest.mark.parametrize("program", ["gpu-cdi", "gpu-cdi-nri", "gpu-cdi-hook"])
+@pytest.mark.parametrize("program", PROGRAMS)
 def test_version_comes_from_the_package_metadata(program: str) -> None:
     proc = subprocess.run(
         [str(BIN / program), "--version"], capture_output=True, text=True, timeout=60, check=False
