@@ -256,7 +256,8 @@ class Settings:
         env="NVIDIA_CDI_HOOK_PATH",
         key="flags.plugin.nvidiaCDIHookPath",
         metavar="PATH",
-        help="hook program in a spec the plugin writes (default: gpu-cdi-hook on PATH)",
+        help="hook program in a spec the plugin writes (default: as gpu-cdi generate picks "
+        "it; see gpu-cdi install-hook)",
     )
     cdi_spec_file: str | None = setting(
         None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from collections.abc import Sequence
 from typing import NamedTuple, TextIO
 
@@ -73,6 +72,8 @@ def diff(path: str, old: str, new: str) -> str:
 
 
 def _backup_path(path: str) -> str:
+    import time
+
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     candidate = f"{path}.bak-{stamp}"
     number = 1

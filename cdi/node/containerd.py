@@ -35,7 +35,7 @@ VERSIONS = {
     3: Version("2.x", "io.containerd.cri.v1.runtime", nri_disabled=False, cdi_enabled=True),
 }
 NEW_FILE_VERSION = 2  # containerd 1.7 reads it, and 2.x migrates it when it loads it
-_SPACED = re.compile(r"\n[ \t]*\n[ \t]*\[")  # a blank line before a table header
+_SPACED = r"\n[ \t]*\n[ \t]*\["  # a blank line before a table header
 
 
 def _parse(text: str, source: str) -> Any:
@@ -206,7 +206,7 @@ def configure(
     edit = _Editor(doc, source)
     notes: list[str] = []
 
-    spaced = not any(_is_table(item) for item in _entries(doc)) or _SPACED.search(old)
+    spaced = not any(_is_table(item) for item in _entries(doc)) or re.search(_SPACED, old)
     disabled = edit.lookup((), "disabled_plugins", [])
     if not isinstance(disabled, list):
         raise ConfigError(f"{source}: disabled_plugins must be a list of plugin names")

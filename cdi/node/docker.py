@@ -4,12 +4,12 @@
 Docker 25 to 28.1 need the `cdi` feature (`"features": {"cdi": true}`); from 28.2 it is on by
 default and setting it changes nothing. `cdi-spec-dirs` replaces Docker's default list, so a
 spec dir is added to the dirs Docker reads now. Key order is kept and the indentation of the
-file is reused (JSON has no comments to keep).
+file is reused (JSON has no comments to keep). json is imported when used: `gpu-cdi` builds
+its parser, with this module's defaults, on every start.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -19,10 +19,12 @@ from cdi.node.configfile import ConfigError, Edit, merged_dirs
 DEFAULT_CONFIG = "/etc/docker/daemon.json"
 DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")  # dockerd's
 RESTART = "restart Docker (systemctl restart docker)"
-_INDENT = re.compile(r"^\{\s*?\n([ \t]+)\S", re.M)
+_INDENT = r"^\{\s*?\n([ \t]+)\S"  # the first member's indentation
 
 
 def _load(text: str, source: str) -> dict[str, Any]:
+    import json
+
     if not text.strip():
         return {}
     try:
@@ -40,12 +42,14 @@ def _load(text: str, source: str) -> dict[str, Any]:
 
 
 def _indent(text: str) -> str | int:
-    found = _INDENT.match(text.lstrip())
+    found = re.match(_INDENT, text.lstrip(), re.M)
     return found.group(1) if found else 4
 
 
 def configure(text: str | None, source: str, spec_dirs: Sequence[str] = ()) -> Edit:
     """daemon.json `text` (None: no file yet) with CDI on and reading `spec_dirs`."""
+    import json
+
     old = text or ""
     data = _load(old, source)
     changes: list[str] = []
