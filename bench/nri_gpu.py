@@ -8,12 +8,13 @@ Run (root; needs the tests/e2e packages, gcc for the fake NVML):
    `all`, with the spec `gpu-cdi generate` writes for a fake DGX A100. "warm" is the usual
    case (the adjustment for a device set is cached until the spec dirs change), "cold" drops
    the cache before every call. Target: 8 GPUs p99 <= 300 us.
-2. containerd 1.7.24 CreateContainer latency with the plugin attached vs no plugin, measured
-   as in the reference (consumers-measured.md 3.1): root on tmpfs, interleaved blocks, n calls
-   per case; and containerd resolving the same devices itself (CRI CDI_devices) for scale.
-   Targets: <= 0.3 ms added at p50 for one GPU, <= 0.5 ms for `all`. Anchors: NVIDIA's NRI
-   plugin +0.34 ms (and injects nothing on 1.7.24); containerd's own CDI +0.55 / +0.82 ms.
-   Case C, a no-op plugin on the same NRI stub, separates the NRI round trip from our work.
+2. containerd 1.7.24 CreateContainer latency with the plugin attached, measured as in the
+   reference (consumers-measured.md 3.1): root on tmpfs, interleaved blocks, n calls per case.
+   The anchor is containerd resolving the same devices itself (CRI CDI_devices), in the same
+   run. Target (issue 14): resolve mode <= containerd's own CDI + 0.5 ms at p50 (paired per
+   round). Case C, a no-op plugin on the same NRI stub, is the NRI round trip alone; profiling
+   containerd (its pprof endpoint) during such bursts shows the adjustment itself costs it
+   about what its own CDI injection does (docs/nri-plugin.md, "Performance").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import gc
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,8 +37,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from cdi.registry import Registry
-from nri_plugin.cli import setup_logging
 from nri_plugin.config import Config
+from nri_plugin.log import setup_logging
 from nri_plugin.plugin import GpuCdiPlugin
 from nri_plugin.protocol import api
 from tests.plugin.e2e_support import TOPOLOGY, generate_spec
@@ -52,8 +54,7 @@ class Noop(Plugin):
 sys.exit(run_plugin(Noop(), name="noop", idx="50", socket_path=sys.argv[1]))
 """
 INPROC_TARGET_US = 300.0
-TARGET_ONE_MS = 0.3
-TARGET_ALL_MS = 0.5
+TARGET_RESOLVE_MS = 0.5  # resolve mode beside containerd's own CDI (issue 14)
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -62,6 +63,7 @@ def percentile(samples: list[float], p: float) -> float:
 
 
 def build_spec_dir(base: Path) -> Path:
+    """A spec dir holding what `gpu-cdi generate` writes for a fake DGX A100 (root: mknod)."""
     from gpu_cdi_fakehost.builder import build_host
 
     host = build_host(TOPOLOGY, base / "host")
@@ -203,16 +205,22 @@ def containerd_latency(n: int, block: int) -> None:
         print(f"\n## containerd 1.7.24 CreateContainer (root on tmpfs: {ctd.root_on_tmpfs})")
         print(f"load average after: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         print(format_table(results, baseline="A no plugin", block=block))
-        import statistics
-
-        for case, target in (
-            ("B2 plugin, 1 GPU", TARGET_ONE_MS),
-            ("B3 plugin, all", TARGET_ALL_MS),
+        print("\nAgainst containerd's own CDI for the same devices (paired p50 per round):")
+        for case, anchor, target in (
+            ("B2 plugin, 1 GPU", "E containerd CDI gpu=0", TARGET_RESOLVE_MS),
+            ("B3 plugin, all", "E2 containerd CDI all", TARGET_RESOLVE_MS),
         ):
-            deltas = paired_delta_p50(results, case, "A no plugin", block)
+            deltas = paired_delta_p50(results, case, anchor, block)
             added = statistics.median(deltas)
             verdict = "OK" if added <= target else "MISSED"
-            print(f"- {case}: added p50 (paired) {added:+.2f} ms, target <= {target} ms: {verdict}")
+            print(
+                f"- {case}: {added:+.2f} ms beside {anchor} (rounds {min(deltas):+.2f}.."
+                f"{max(deltas):+.2f}); target <= +{target} ms (resolve mode): {verdict}"
+            )
+        round_trip = statistics.median(
+            paired_delta_p50(results, "C no-op plugin, same NRI stub", "A no plugin", block)
+        )
+        print(f"- the NRI round trip alone (C no-op beside A): {round_trip:+.2f} ms")
         injected = sum("msg=injected" in line for line in log.read_text().splitlines())
         print(f"- plugin log: {injected} injections")
 

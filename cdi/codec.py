@@ -114,6 +114,13 @@ class _Bad(Exception):
         self.label: str | None = None  # the name of the device being read, once known
 
 
+def _located(value: Any, key: Any) -> Any:
+    """The event an error about mapping value `value` points at: its key when the value is
+    empty (`{a: }`), since libyaml and PyYAML's pure parser place an empty flow value at
+    different columns, but agree on where its key is."""
+    return key if type(value) is SCALAR and not value.value and value.implicit[0] else value
+
+
 class _Reader:
     """Reads one document's events into the model."""
 
@@ -265,6 +272,7 @@ class _Reader:
             text = self.string(value)
             if text is None:
                 bad = self.expected(Wire.STRING.value, value)
+                bad.event = _located(value, key)
                 bad.path = f"[{quote(name)}]"
                 raise bad
             result[name] = text
@@ -374,6 +382,7 @@ class _Reader:
                 else:
                     kwargs[attr] = self.boolean(value)
             except _Bad as bad:
+                bad.event = _located(bad.event, key) if bad.event is value else bad.event
                 if bad.where is None:
                     bad.path = f".{name}{bad.path}"
                 raise

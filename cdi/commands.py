@@ -40,14 +40,14 @@ def register(sub: Any) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     """Validate each file; one line per file."""
-    from cdi.codec import load_spec
     from cdi.errors import SpecError
+    from cdi.registry import load_spec_file
     from cdi.version import minimum_version
 
     failed = 0
     for path in args.files:
         try:
-            spec = load_spec(path)
+            spec = load_spec_file(path)
         except SpecError as error:
             failed += 1
             print(f"INVALID {error}")

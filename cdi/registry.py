@@ -1,31 +1,34 @@
 """A registry of CDI spec dirs: qualified device name -> device, with the reference's rules.
 
 Dirs are given lowest priority first (default /etc/cdi, then /var/run/cdi: later wins). Only
-`*.yaml` and `*.json` regular files (symlinks followed) are read, in lexical order. A file
-that fails to load is reported and skipped. The same device at the same priority in two
-files is a conflict: the device is dropped and both files get an error (even when a
+`*.yaml` and `*.json` regular files (symlinks followed) are read, in lexical order; anything
+else by such a name (a FIFO, a device) is reported without being read, so it cannot block a
+scan. A file that fails to load is reported and skipped. The same device at the same priority
+in two files is a conflict: the device is dropped and both files get an error (even when a
 higher-priority dir also defines it, as in the reference).
 
 Every refresh builds a new immutable `Snapshot` and swaps it in with one assignment, so a
 reader sees either the old or the new registry, never a mix. With `auto_refresh`, inotify
-(watchdog) events trigger a refresh once the dirs have been quiet for `debounce` seconds.
+events (cdi.inotify; one thread) trigger a refresh once the dirs have been quiet
+for `debounce` seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
+import select
 import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
 
 import attrs
 
-from cdi.codec import load_spec
+from cdi.codec import parse_spec
 from cdi.errors import SpecError, quote
 from cdi.spec import SPEC_FORMATS, Device, Spec
 
@@ -64,6 +67,49 @@ class Snapshot:
 
 
 EMPTY = Snapshot(MappingProxyType({}), (), MappingProxyType({}))
+
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(mode: int, path: str) -> OSError | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_TYPES if test(mode)), "not a file")
+    return OSError(errno.EINVAL, f"not a regular file ({kind})", path)
+
+
+def read_regular_file(path: str) -> bytes:
+    """The content of the regular file at `path` (symlinks followed).
+
+    OSError for anything else (strerror says what it is): a FIFO or a device is never
+    opened for reading in a way that could block or wait for a writer.
+    """
+    error = _not_regular(os.stat(path).st_mode, path)
+    if error is not None:
+        raise error
+    # Checked again on what was opened: the name may have been replaced in between.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb") as stream:
+        error = _not_regular(os.fstat(fd).st_mode, path)
+        if error is not None:
+            raise error
+        return stream.read()
+
+
+def load_spec_file(path: str) -> Spec:
+    """Read (regular files only, see `read_regular_file`), decode and validate a spec file."""
+    try:
+        data = read_regular_file(path)
+    except OSError as error:
+        raise SpecError(path, f"cannot read the file: {error.strerror or error}") from None
+    return parse_spec(data, path)
 
 
 def is_spec_file_name(name: str) -> bool:
@@ -125,7 +171,7 @@ def _scan(spec_dirs: Sequence[str], generation: int, cache: ParseCache | None) -
             result = cached[1]
         else:
             try:
-                result = load_spec(path)
+                result = load_spec_file(path)
             except SpecError as error:
                 result = error
             except Exception as error:  # one odd file must never stop the other files
@@ -278,33 +324,45 @@ class Registry:
 
 
 class _Watcher:
-    """inotify watches on the spec dirs plus one thread that debounces and refreshes."""
+    """inotify watches on the spec dirs and one thread that debounces and refreshes."""
 
     # How often a missing spec dir is checked for (inotify cannot watch what does not exist).
     RETRY_SECONDS = 1.0
 
     def __init__(self, registry: Registry, debounce: float) -> None:
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
+        from cdi import inotify
 
         self._registry = registry
         self._debounce = debounce
-        self._wake = threading.Condition()
-        self._due: float | None = None
-        self._stopped = False
-        self._watches: dict[str, Any] = {}
+        try:
+            self._inotify = inotify.Inotify()
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"cannot watch the spec dirs for changes: {error.strerror} (inotify instances "
+                "are limited by /proc/sys/fs/inotify/max_user_instances)",
+            ) from None
+        # writes, creations, removals and renames in the dir; the dir itself going away
+        self._mask = (
+            inotify.CREATE
+            | inotify.DELETE
+            | inotify.MODIFY
+            | inotify.CLOSE_WRITE
+            | inotify.ATTRIB
+            | inotify.MOVED_FROM
+            | inotify.MOVED_TO
+            | inotify.DELETE_SELF
+            | inotify.MOVE_SELF
+            | inotify.ONLYDIR
+        )
+        self._is_dir = inotify.ISDIR
+        self._gone = inotify.IGNORED  # the kernel dropped the watch (dir removed)
+        self._moved = inotify.MOVE_SELF  # the watch would follow the dir to its new name
+        self._watches: dict[int, str] = {}  # watch descriptor -> dir
         self._dir_errors: dict[str, tuple[str, ...]] = {}
-        watcher = self
-
-        class Handler(FileSystemEventHandler):  # type: ignore[misc]
-            def on_any_event(self, event: Any) -> None:
-                watcher._event(event)
-
-        self._handler = Handler()
-        self._observer = Observer()
-        self._observer.daemon = True
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stopped = False
         self._watch_dirs()
-        self._observer.start()
         self._thread = threading.Thread(target=self._run, name="cdi-registry", daemon=True)
         self._thread.start()
 
@@ -314,13 +372,12 @@ class _Watcher:
     def _watch_dirs(self) -> bool:
         """Watch every spec dir that exists and is not watched yet; True if any was added."""
         added = False
+        watched = set(self._watches.values())
         for directory in self._registry.spec_dirs:
-            if directory in self._watches or not os.path.isdir(directory):
+            if directory in watched or not os.path.isdir(directory):
                 continue
             try:
-                self._watches[directory] = self._observer.schedule(
-                    self._handler, directory, recursive=False
-                )
+                self._watches[self._inotify.add_watch(directory, self._mask)] = directory
             except OSError as error:
                 self._set_error(
                     directory,
@@ -340,57 +397,50 @@ class _Watcher:
             errors[key] = (message,)
         self._dir_errors = errors
 
-    def _drop_missing_watches(self) -> None:
-        for directory, watch in list(self._watches.items()):
-            if not os.path.isdir(directory):
-                del self._watches[directory]
-                with contextlib.suppress(KeyError, OSError):  # it died with its directory
-                    self._observer.unschedule(watch)
-
-    def _event(self, event: Any) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return  # reads (our own refresh included) change nothing
-        paths = (event.src_path, getattr(event, "dest_path", ""))
-        relevant = event.is_directory or any(
-            is_spec_file_name(os.fsdecode(path)) for path in paths if path
-        )
-        if relevant:
-            with self._wake:
-                self._due = time.monotonic() + self._debounce
-                self._wake.notify()
+    def _changed(self) -> bool:
+        """Read the pending events; True if one may change what the registry holds."""
+        relevant = False
+        for event in self._inotify.read():
+            if event.mask & (self._gone | self._moved):
+                if self._watches.pop(event.wd, None) is not None and event.mask & self._moved:
+                    with contextlib.suppress(OSError):
+                        self._inotify.rm_watch(event.wd)
+                relevant = True
+            elif event.mask & self._is_dir or not event.name or is_spec_file_name(event.name):
+                relevant = True  # a subdir, the dir itself, a spec file; or a queue overflow
+        return relevant
 
     def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopped:
-                    now = time.monotonic()
-                    if self._due is not None and now >= self._due:
-                        break
-                    timeout: float | None
-                    if self._due is not None:
-                        timeout = self._due - now
-                    elif len(self._watches) < len(self._registry.spec_dirs):
-                        timeout = self.RETRY_SECONDS  # poll for spec dirs to appear
-                    else:
-                        timeout = None  # inotify reports everything, even a removed dir
-                    if self._wake.wait(timeout) is False and self._due is None:
-                        break  # periodic check for spec dirs that appeared
-                if self._stopped:
-                    return
-                due, self._due = self._due, None
+        poller = select.poll()
+        poller.register(self._inotify.fileno(), select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        due: float | None = None
+        while not self._stopped:
+            if due is not None:
+                timeout: float | None = max(0.0, due - time.monotonic())
+            elif len(self._watches) < len(self._registry.spec_dirs):
+                timeout = self.RETRY_SECONDS  # poll for spec dirs to appear
+            else:
+                timeout = None  # inotify reports everything, even a removed dir
+            ready = poller.poll(None if timeout is None else timeout * 1000)
+            if self._stopped:
+                return
             try:
-                self._drop_missing_watches()
+                if ready and self._changed():
+                    due = time.monotonic() + self._debounce
                 appeared = self._watch_dirs()
-                if due is not None or appeared:
+                if appeared or (due is not None and time.monotonic() >= due):
+                    due = None
                     self._registry.refresh()
                 self._set_error("auto-refresh", None)
             except Exception as error:  # the thread must survive whatever a refresh meets
                 self._set_error("auto-refresh", f"auto-refresh failed: {error!r}")
 
     def stop(self) -> None:
-        with self._wake:
-            self._stopped = True
-            self._wake.notify()
-        self._observer.stop()
-        self._observer.join(timeout=5)
+        self._stopped = True
+        with contextlib.suppress(OSError):
+            os.write(self._wake_write, b"x")
         self._thread.join(timeout=5)
+        self._inotify.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)

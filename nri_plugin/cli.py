@@ -7,19 +7,35 @@ SIGINT stops the plugin cleanly (connection closed, watches removed, exit status
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from cdi.release import VersionAction
 from nri_plugin.config import LOG_LEVELS, MODES, Config, ConfigError, load_file, with_flags
+from nri_plugin.log import StderrHandler, logfmt, setup_logging
 from nri_plugin.metrics import MetricsUnavailable
 
 PROG = "gpu-cdi-nri"
+LOG_BATCH_SECONDS = 0.02
+"""How long a request's log line may wait for others to be written with it."""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without `shutil` (argparse builds one for every flag it
+    adds, and shutil's imports weigh half a megabyte in a process that lives for months)."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size().columns
+        except (ValueError, OSError):
+            width = 80
+        super().__init__(prog, width=max(width - 2, 40))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="NRI plugin giving containers the CDI devices they request "
         "(annotations or NVIDIA_VISIBLE_DEVICES).",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", metavar="FILE", help="YAML config file (flags override it)")
@@ -59,36 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         "read under it in resolve mode (default /)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    health = sub.add_parser("health", help="exit 0 if a running plugin is registered")
+    health = sub.add_parser(
+        "health", help="exit 0 if a running plugin is registered", formatter_class=_HelpFormatter
+    )
     health.add_argument("--metrics-port", type=int, required=True, metavar="PORT")
     health.add_argument("--metrics-address", default="127.0.0.1", metavar="ADDR")
     return parser
-
-
-class _Formatter(logging.Formatter):
-    """logfmt lines: our records are logfmt already, other libraries' become msg="..."."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if not record.name.startswith("gpu_cdi"):
-            message = 'msg="' + message.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        stamp = self.formatTime(record, self.datefmt)
-        line = f"time={stamp} level={record.levelname.lower()} {message}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr at `level`."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter("%(message)s", "%Y-%m-%dT%H:%M:%S%z"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # their debug output (every inotify event, the selector) would drown ours
-    for noisy in ("watchdog", "asyncio"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -108,8 +101,13 @@ def load_config(args: argparse.Namespace) -> Config:
     return with_flags(config, flags)
 
 
-async def serve(config: Config) -> int:
-    """Run the plugin until a signal (or, pre-installed, until the runtime goes away)."""
+async def serve(config: Config, log_handler: StderrHandler | None = None) -> int:
+    """Run the plugin until a signal (or, pre-installed, until the runtime goes away).
+
+    With `log_handler`, a failed write to the log also stops the plugin (status 1).
+    """
+    import asyncio
+
     from cdi.registry import Registry
     from nri_plugin.metrics import Metrics, MetricsServer
     from nri_plugin.plugin import GpuCdiPlugin, log_refresh
@@ -136,26 +134,45 @@ async def serve(config: Config) -> int:
         )
     # Everything loaded so far lives as long as the process: keep the cyclic GC from
     # re-scanning it on the CreateContainer path (pauses there count against the deadline).
+    gc.collect()
     gc.freeze()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stub.stop)
+    if log_handler is not None:
+
+        def stop_soon() -> None:  # threadsafe: the registry logs from its own thread
+            loop.call_soon_threadsafe(stub.stop)
+
+        log_handler.on_failure = stop_soon
+        # a request's log line after its answer; lines of a busy moment in one write
+        log_handler.defer = lambda flush: loop.call_later(LOG_BATCH_SECONDS, flush)
+        if log_handler.failure is not None:  # before the callback was there
+            stub.stop()
     log.info(
-        "msg=starting plugin=%s socket=%s spec_dirs=%s mode=%s",
-        stub.full_name,
-        stub.socket_path,
-        ",".join(config.spec_dirs),
-        config.mode,
+        "%s",
+        logfmt(
+            msg="starting",
+            plugin=stub.full_name,
+            runtime=stub.endpoint,
+            spec_dirs=",".join(config.spec_dirs),
+            mode=config.mode,
+        ),
     )
     try:
         await stub.run()
     except (ConnectionClosed, ProtocolError) as error:
-        log.error('msg="connection lost" error="%s"', error)
+        log.error("%s", logfmt(msg="stopped", error=error))
         return 1
     finally:
         registry.close()
         if server is not None:
             server.close()
+        if log_handler is not None:
+            log_handler.defer = None
+            log_handler.flush_pending()
+    if log_handler is not None and log_handler.failure is not None:
+        return 1
     log.info("msg=stopped")
     return 0
 
@@ -167,31 +184,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         from nri_plugin.metrics import check_health
 
         ok, said = check_health(args.metrics_port, args.metrics_address)
-        print(said, file=sys.stdout if ok else sys.stderr)
+        failed = say(said, sys.stdout if ok else sys.stderr)
+        if failed is not None:
+            say(f"{PROG}: error: cannot write the answer: {failed.strerror or failed}", sys.stderr)
+            return 1
         return 0 if ok else 1
     try:
         config = load_config(args)
     except ConfigError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        say(f"{PROG}: error: {error}", sys.stderr)
         return 2
     if not os.path.isdir(config.host_root):
         state = "not a directory" if os.path.exists(config.host_root) else "no such directory"
-        print(
+        say(
             f"{PROG}: error: host root {config.host_root}: {state} (where the host's / should "
             "be mounted in this container, e.g. a hostPath volume of / at /host)",
-            file=sys.stderr,
+            sys.stderr,
         )
         return 2
-    setup_logging(config.log_level)
+    handler = setup_logging(config.log_level)
+    if not config.metrics_port:
+        # Nothing in the plugin speaks TLS, but asyncio loads the ssl module when it can:
+        # without it the process is ~5 MB smaller (libssl, libcrypto). The metrics server
+        # keeps it (prometheus_client imports it).
+        sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    import asyncio
+
     try:
-        return asyncio.run(serve(config))
+        code = asyncio.run(serve(config, handler))
     except (ValueError, MetricsUnavailable) as error:
         # the stub refuses a bad name/index from the runtime's env; metrics without the package
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+        code, message = 2, str(error)
     except OSError as error:  # e.g. the metrics port is taken
-        print(f"{PROG}: error: {error.strerror or error}", file=sys.stderr)
-        return 1
+        code, message = 1, error.strerror or str(error)
+    else:
+        if handler.failure is None:
+            return code
+        message = f"cannot write the log to stderr: {handler.failure.strerror or handler.failure}"
+    say(f"{PROG}: error: {message}", sys.stderr)
+    return code
+
+
+def say(line: str, stream: TextIO) -> OSError | None:
+    """Write one line and flush; the error if that failed (the stream is then silenced)."""
+    try:
+        print(line, file=stream, flush=True)
+    except OSError as error:
+        # Nothing more can be said there, and Python's own flush at exit must not fail
+        # (it would print a traceback and turn the status into 120).
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return error
+    return None
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@ registered with the runtime, else 503).
 
 from __future__ import annotations
 
-import http.server
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -119,6 +116,8 @@ class MetricsServer:
     def __init__(
         self, metrics: Metrics, healthy: Callable[[], bool], address: str, port: int
     ) -> None:
+        import http.server  # only with metrics on: its imports weigh a few MB
+
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -164,6 +163,9 @@ class MetricsServer:
 
 def check_health(port: int, address: str = "127.0.0.1", timeout: float = 3.0) -> tuple[bool, str]:
     """Ask a running plugin's `/healthz`; (healthy, what it said or why it failed)."""
+    import urllib.error
+    import urllib.request
+
     url = f"http://{address}:{port}/healthz"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import attrs
 
@@ -28,11 +29,22 @@ from cdi.registry import Registry, ResolvedDevice, Snapshot
 from nri_plugin import adjust as adjust_mod
 from nri_plugin import config as config_mod
 from nri_plugin.config import Config, ConfigError
+from nri_plugin.log import info as log_info
+from nri_plugin.log import logfmt
 from nri_plugin.metrics import Metrics
 from nri_plugin.policy import PolicyError, check, env_counts, runtime_handled
 from nri_plugin.protocol import Code, Plugin, RpcError, api
-from nri_plugin.requests import Request, RequestError, container_requests
+from nri_plugin.protocol.errors import bounded
+from nri_plugin.requests import (
+    MARKERS,
+    VISIBLE_DEVICES,
+    Request,
+    RequestError,
+    container_requests,
+    describe_sources,
+)
 from nri_plugin.runtime_cdi import RuntimeProbe, choose_mode, restricts_annotations
+from nri_plugin.settings import listing
 
 log = logging.getLogger("gpu_cdi.nri")
 
@@ -59,25 +71,27 @@ def is_privileged(container: api.Container) -> bool:
     return False
 
 
-def _logfmt(**fields: object) -> str:
-    parts = []
-    for key, value in fields.items():
-        text = str(value)
-        if not text or any(c in text for c in ' "=\\'):
-            text = quote(text)
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
-
-
 @attrs.frozen
 class _Failure:
     code: int
     reason: str  # metrics label
 
 
-_VOID_ONLY = api.CreateContainerResponse(
-    adjust=api.ContainerAdjustment(env=[api.KeyValue(key="NVIDIA_VISIBLE_DEVICES", value="void")])
-)
+class _Answer(NamedTuple):
+    """A cached answer: the response, its wire form, and the end of its log line."""
+
+    response: api.CreateContainerResponse
+    encoded: bytes
+    tail: str
+
+
+def _answer(adjustment: api.ContainerAdjustment, tail: str = "") -> _Answer:
+    response = api.CreateContainerResponse(adjust=adjustment)
+    return _Answer(response, response.SerializeToString(), tail)
+
+
+_VOID = (VISIBLE_DEVICES, "void")
+_VOID_ONLY = _answer(api.ContainerAdjustment(env=[api.KeyValue(key=_VOID[0], value=_VOID[1])]))
 
 _BAD_REQUEST = _Failure(Code.INVALID_ARGUMENT, "request")
 _DENIED = _Failure(Code.PERMISSION_DENIED, "policy")
@@ -88,6 +102,10 @@ _RUNTIME = _Failure(Code.FAILED_PRECONDITION, "runtime")
 
 class GpuCdiPlugin(Plugin):
     """NRI plugin giving containers the CDI devices they request (see the module docstring)."""
+
+    # A container whose request carries none of these asks for nothing: answered by the stub
+    # without decoding the request.
+    create_container_markers = MARKERS
 
     def __init__(
         self,
@@ -104,10 +122,9 @@ class GpuCdiPlugin(Plugin):
         # native mode on a runtime that cannot resolve the names: why each request fails
         self.refusal: str | None = None
         self.runtime = ""
-        # (names, void) -> (response, log tail), valid for one registry snapshot only
-        self._cache: dict[
-            tuple[tuple[str, ...], bool], tuple[api.CreateContainerResponse, str]
-        ] = {}
+        self._applies_cdi_names = False  # the runtime is known to apply CDI_devices
+        # (requests, void) -> answer, valid for one registry snapshot only
+        self._cache: dict[tuple[tuple[Request, ...], bool], _Answer] = {}
         # name -> (device node paths, hooks) of the device's own edits
         self._evidence_cache: dict[
             str, tuple[frozenset[str], frozenset[tuple[str, tuple[str, ...]]]]
@@ -132,71 +149,88 @@ class GpuCdiPlugin(Plugin):
             restricts_annotations(self.config.policy, kinds),
         )
         self.mode, self.refusal = choice.mode, choice.refusal
+        # the runtime applies the CDI names we hand it (and appends the specs' env after ours)
+        self._applies_cdi_names = choice.refusal is None and self.mode == "native"
         level = logging.INFO if choice.refusal is None else logging.ERROR
         log.log(
             level,
             "%s",
-            _logfmt(msg="configured", runtime=self.runtime, mode=self.mode, why=choice.why),
+            logfmt(msg="configured", runtime=self.runtime, mode=self.mode, why=choice.why),
         )
         for warning in choice.warnings:
-            log.warning("%s", _logfmt(msg="policy bypass", warning=warning))
+            log.warning("%s", logfmt(msg="policy bypass", warning=warning))
         return None
 
-    async def create_container(
-        self, pod: api.PodSandbox, container: api.Container
-    ) -> api.CreateContainerResponse | None:
-        """The response for one container: its adjustment (None: nothing requested)."""
-        start = time.perf_counter()
-        try:
-            return self.adjust(pod, container)
-        finally:
-            self.metrics.observe(time.perf_counter() - start)
+    def create_container(self, pod: api.PodSandbox, container: api.Container) -> bytes | None:
+        """The encoded response for one container: its adjustment (None: nothing requested).
+
+        A plain `def`: it never waits, so the stub answers inline on the event loop.
+        """
+        if not self.metrics.enabled:
+            answer = self._answer(pod, container)
+        else:
+            start = time.perf_counter()
+            try:
+                answer = self._answer(pod, container)
+            finally:
+                self.metrics.observe(time.perf_counter() - start)
+        return None if answer is None else answer.encoded
 
     # -- the work --------------------------------------------------------------------------
 
     def adjust(
         self, pod: api.PodSandbox, container: api.Container
     ) -> api.CreateContainerResponse | None:
-        """Synchronous core of create_container (also what the benchmark times).
+        """The response create_container encodes (for tests and benchmarks).
 
         The response is shared between containers asking for the same devices: callers
         must not modify it.
         """
+        answer = self._answer(pod, container)
+        return None if answer is None else answer.response
+
+    def _answer(self, pod: api.PodSandbox, container: api.Container) -> _Answer | None:
         config = self.config
         policy = config.policy
+        name = container.name
         try:
             requests = container_requests(
-                container.name,
+                name,
                 container.annotations,
                 pod.annotations,
                 container.env,
-                use_env=env_counts(policy, is_privileged(container)),
+                # (privileged or not only matters when unprivileged env requests are off)
+                use_env=policy.env_unprivileged or env_counts(policy, is_privileged(container)),
                 env_kind=config.env_kind,
             )
         except RequestError as error:
             raise self._fail(_BAD_REQUEST, pod, container, str(error)) from None
         if not requests:
             return None
-        for source in {r.source.key for r in requests}:
-            self.metrics.request(source.split("/", 1)[0])
+        if self.metrics.enabled:
+            for source in {r.source.key for r in requests}:
+                self.metrics.request(source.split("/", 1)[0])
+        namespace = pod.namespace
         try:
-            check(policy, pod.namespace, requests)
+            check(policy, namespace, requests)
         except PolicyError as error:
             raise self._fail(_DENIED, pod, container, str(error)) from None
 
         snapshot = self._current_snapshot()
         devices = snapshot.devices
-        missing = [r for r in requests if r.name not in devices]
-        if missing:
-            raise self._fail(_UNKNOWN, pod, container, self._unknown(missing, snapshot))
-        if policy.runtime_cdi != "inject" and any(r.source.is_cdi_annotation for r in requests):
+        for request in requests:
+            if request.name not in devices:
+                missing = [r for r in requests if r.name not in devices]
+                raise self._fail(_UNKNOWN, pod, container, self._unknown(missing, snapshot))
+        # container cdi.k8s.io/ annotations come first in precedence: any there is the first
+        if policy.runtime_cdi != "inject" and requests[0].source.is_cdi_annotation:
             cdi_names = [r.name for r in requests if r.source.is_cdi_annotation]
             present = self._injected_by_runtime(container, cdi_names, devices)
             handled = runtime_handled(policy, requests, present)
             if handled:
                 log.debug(
                     "%s",
-                    _logfmt(
+                    logfmt(
                         msg="left to the runtime's CDI support",
                         pod=f"{pod.namespace}/{pod.name}",
                         container=container.name,
@@ -210,37 +244,39 @@ class GpuCdiPlugin(Plugin):
 
         if self.refusal is not None and self.mode == "native":
             raise self._fail(_RUNTIME, pod, container, self.refusal)
-        names = tuple(r.name for r in requests)
         void = config.void_visible_devices
-        key = (names, void)
-        cached = self._cache.get(key)
-        if cached is None:
-            extra = (("NVIDIA_VISIBLE_DEVICES", "void"),) if void else ()
+        key = (requests, void)  # requests (immutable, hash cached) rather than names: no copy
+        answer = self._cache.get(key)
+        if answer is None:
+            names = tuple(r.name for r in requests)
+            extra = (_VOID,) if void else ()
             try:
+                edits = merge_edits([devices[name] for name in names])
                 if self.mode == "native":
+                    if self._applies_cdi_names and any(
+                        item.startswith(VISIBLE_DEVICES + "=") for item in edits.env
+                    ):
+                        # The runtime appends the specs' env after applying ours (as for its
+                        # own CDI requests): the spec's value comes last, where a legacy hook
+                        # reads it, and ours would only repeat it.
+                        extra = ()
                     adjustment = adjust_mod.native_adjustment(names, extra)
                 else:
-                    edits = merge_edits([devices[name] for name in names])
                     adjustment = adjust_mod.resolved_adjustment(edits, extra, config.host_root)
             except (CdiError, adjust_mod.AdjustError) as error:
                 raise self._fail(_HOST, pod, container, str(error)) from None
-            tail = _logfmt(devices=",".join(names))
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
-            cached = self._cache[key] = (api.CreateContainerResponse(adjust=adjustment), tail)
-        response, tail = cached
-
-        self.metrics.injected(self.mode, len(names))
-        if log.isEnabledFor(logging.INFO):
-            sources = ",".join(str(source) for source in dict.fromkeys(r.source for r in requests))
-            head = _logfmt(
-                pod=f"{pod.namespace}/{pod.name}",
-                container=container.name,
-                mode=self.mode,
-                source=sources,
+            tail = logfmt(
+                mode=self.mode, source=describe_sources(requests), devices=",".join(names)
             )
-            log.info("msg=injected %s %s", head, tail)
-        return response
+            answer = self._cache[key] = _answer(adjustment, tail)
+
+        self.metrics.injected(self.mode, len(requests))
+        if log.isEnabledFor(logging.INFO):
+            head = logfmt(pod=f"{namespace}/{pod.name}", container=name)
+            log_info(log, f"msg=injected {head} {answer.tail}")
+        return answer
 
     def _current_snapshot(self) -> Snapshot:
         snapshot = self.registry.snapshot
@@ -292,15 +328,15 @@ class GpuCdiPlugin(Plugin):
         known = sorted(
             name.partition("=")[2] for name in snapshot.devices if name.startswith(kind + "=")
         )
-        listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
         text = (
             f"{first.source} requests unknown CDI device {quote(first.name)} "
             f"(spec dirs {', '.join(self.registry.spec_dirs)}; "
-            + (f"known {kind} devices: {listed})" if known else f"no {kind} devices)")
+            + (f"known {kind} devices: {listing(known)})" if known else f"no {kind} devices)")
         )
         if len(missing) > 1:
-            others = ", ".join(f"{quote(r.name)} ({r.source})" for r in missing[1:])
-            text += f"; also unknown: {others}"
+            text += "; also unknown: " + listing(
+                [f"{quote(r.name)} ({r.source})" for r in missing[1:]]
+            )
         if snapshot.errors:
             errors = next(iter(snapshot.errors.values()))
             text += f"; {len(snapshot.errors)} spec file(s) failed to load, e.g. {errors[0]}"
@@ -311,48 +347,43 @@ class GpuCdiPlugin(Plugin):
     ) -> RpcError:
         self.metrics.error(failure.reason)
         where = f"pod {pod.namespace}/{pod.name} container {container.name}"
+        error = RpcError(failure.code, f"gpu-cdi: {where}: {message}")
         log.warning(
             "%s",
-            _logfmt(
+            logfmt(
                 msg="refused",
                 pod=f"{pod.namespace}/{pod.name}",
                 container=container.name,
                 reason=failure.reason,
-                error=message,
+                error=bounded(message),
             ),
         )
-        return RpcError(failure.code, f"gpu-cdi: {where}: {message}")
+        return error
 
 
 def log_refresh(snapshot: Snapshot) -> None:
     """Registry refresh callback: the device count, and every spec file that failed."""
     log.info(
         "%s",
-        _logfmt(msg="CDI specs loaded", devices=len(snapshot.devices), files=len(snapshot.specs)),
+        logfmt(msg="CDI specs loaded", devices=len(snapshot.devices), files=len(snapshot.specs)),
     )
     for path, errors in snapshot.errors.items():
         for error in errors:
-            log.warning("%s", _logfmt(msg="CDI spec error", path=path, error=error))
+            log.warning("%s", logfmt(msg="CDI spec error", path=path, error=error))
 
 
 def drop_in_config(config: Config, text: str) -> Config:
     """`config` with the runtime's drop-in config for this plugin applied (some keys only)."""
     source = "NRI plugin config from the runtime"
     try:
-        import yaml
-
-        data = yaml.safe_load(text)
-    except Exception as error:
-        raise RpcError(Code.INVALID_ARGUMENT, f"{source}: not valid YAML: {error}") from None
-    if isinstance(data, dict):
-        fixed = sorted(str(key) for key in data if key not in _DROP_IN_KEYS)
-        if fixed:
-            raise RpcError(
-                Code.INVALID_ARGUMENT,
-                f"{source}: {fixed[0]}: cannot be set here, only on the command line or in "
-                f"the config file (settable here: {', '.join(sorted(_DROP_IN_KEYS))})",
-            )
-    try:
+        data = config_mod.parse(text, source)
+        if isinstance(data, dict):
+            fixed = sorted(str(key) for key in data if key not in _DROP_IN_KEYS)
+            if fixed:
+                raise ConfigError(
+                    f"{source}: {fixed[0]}: cannot be set here, only on the command line or in "
+                    f"the config file (settable here: {', '.join(sorted(_DROP_IN_KEYS))})"
+                )
         updated = config_mod.from_mapping(data, source, config)
     except ConfigError as error:
         raise RpcError(Code.INVALID_ARGUMENT, str(error)) from None

@@ -18,7 +18,9 @@ from collections.abc import Collection, Iterable
 import attrs
 
 from cdi.errors import quote
+from nri_plugin import settings as read
 from nri_plugin.requests import Request
+from nri_plugin.settings import setting
 
 DEFAULT_MANAGEMENT_KINDS = ("management.nvidia.com/gpu",)
 RUNTIME_CDI_CHOICES = ("auto", "skip", "inject")
@@ -32,12 +34,14 @@ class PolicyError(ValueError):
 class Policy:
     """The policy settings (see the module docstring); the defaults allow everything normal."""
 
-    annotation_namespaces: frozenset[str] | None = None
-    management_kinds: frozenset[str] = frozenset(DEFAULT_MANAGEMENT_KINDS)
-    management_namespaces: frozenset[str] = frozenset()
-    allowed_kinds: frozenset[str] | None = None
-    env_unprivileged: bool = True
-    runtime_cdi: str = "auto"
+    annotation_namespaces: frozenset[str] | None = setting(None, read.optional(read.string_set))
+    management_kinds: frozenset[str] = setting(
+        frozenset(DEFAULT_MANAGEMENT_KINDS), read.device_kinds
+    )
+    management_namespaces: frozenset[str] = setting(frozenset(), read.string_set)
+    allowed_kinds: frozenset[str] | None = setting(None, read.optional(read.device_kinds))
+    env_unprivileged: bool = setting(True, read.boolean)
+    runtime_cdi: str = setting("auto", read.choice(RUNTIME_CDI_CHOICES))
 
 
 def kind_of(name: str) -> str:
@@ -51,29 +55,28 @@ def env_counts(policy: Policy, privileged: bool) -> bool:
 
 
 def _names(values: Iterable[str]) -> str:
-    return ", ".join(quote(v) for v in sorted(values)) or "none"
+    return read.listing([quote(v) for v in sorted(values)]) or "none"
 
 
 def check(policy: Policy, namespace: str, requests: Iterable[Request]) -> None:
     """Raise PolicyError for the first request the policy refuses (request order)."""
+    allowed = policy.annotation_namespaces
     for request in requests:
         source = request.source
         kind = kind_of(request.name)
-        name = quote(request.name)
-        allowed = policy.annotation_namespaces
         if source.is_annotation and allowed is not None and namespace not in allowed:
             raise PolicyError(
-                f"{source} requests {name}, but namespace {quote(namespace)} may not "
-                f"request devices by annotation (allowed: {_names(allowed)})"
+                f"{source} requests {quote(request.name)}, but namespace {quote(namespace)} "
+                f"may not request devices by annotation (allowed: {_names(allowed)})"
             )
         if policy.allowed_kinds is not None and kind not in policy.allowed_kinds:
             raise PolicyError(
-                f"{source} requests {name}, but kind {quote(kind)} may not be requested "
-                f"(allowed kinds: {_names(policy.allowed_kinds)})"
+                f"{source} requests {quote(request.name)}, but kind {quote(kind)} may not be "
+                f"requested (allowed kinds: {_names(policy.allowed_kinds)})"
             )
         if kind in policy.management_kinds and namespace not in policy.management_namespaces:
             raise PolicyError(
-                f"{source} requests {name}, a management device, but namespace "
+                f"{source} requests {quote(request.name)}, a management device, but namespace "
                 f"{quote(namespace)} is not allowed management devices (allowed: "
                 f"{_names(policy.management_namespaces)})"
             )

@@ -36,6 +36,15 @@ NVIDIA_DEVICE_KEY = "nvidia.cdi.k8s.io"
 VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 DEFAULT_ENV_KIND = "nvidia.com/gpu"
 
+MARKERS = (
+    VISIBLE_DEVICES.encode() + b"=",
+    ANNOTATION_PREFIX.rstrip("/").encode(),  # in NVIDIA_DEVICE_KEY too
+    NRI_DEVICE_KEY.partition(".")[0].encode() + b".",  # "cdi-devices.": both NRI domains
+)
+"""Byte strings of which a container that requests anything carries at least one, in an
+annotation key or its env: a request (serialized) containing none of them asks for nothing.
+Long ones: searching 4 kB for a 3-byte string costs about as much as decoding it."""
+
 # Values of NVIDIA_VISIBLE_DEVICES that request nothing (`void` anywhere in the list wins).
 _NOTHING = frozenset({"", "none", "void"})
 
@@ -49,7 +58,7 @@ class RequestError(ValueError):
     """A device request is malformed; the message names the annotation key or env var."""
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Source:
     """Where a request came from: an annotation key (pod or container) or an env var."""
 
@@ -73,7 +82,7 @@ class Source:
         return f"{self.scope} annotation {quote(self.key)}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Request:
     """One requested device (qualified name) and where it was asked for."""
 
@@ -88,12 +97,16 @@ def effective_key(
     several domains, each scope is looked up in every domain before the next scope."""
     if isinstance(domains, str):
         domains = (domains,)
-    for suffix in (f"/container.{container}", "/pod", ""):
-        for domain in domains:
-            key = domain + suffix
-            if key in annotations:
-                return key
+    for key in _lookup_order(tuple(domains), container):
+        if key in annotations:
+            return key
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _lookup_order(domains: tuple[str, ...], container: str) -> tuple[str, ...]:
+    suffixes = (f"/container.{container}", "/pod", "")
+    return tuple(domain + suffix for suffix in suffixes for domain in domains)
 
 
 # Names repeat across containers (the same GPUs again and again); validating is the costly part.
@@ -155,8 +168,20 @@ def annotation_requests(
     return found
 
 
-def env_value(env: Iterable[str], name: str = VISIBLE_DEVICES) -> str | None:
+def env_value(env: Sequence[str], name: str = VISIBLE_DEVICES) -> str | None:
     """The value of `name` in a `KEY=VALUE` list (the first one: what getenv returns)."""
+    # One search in the joined list instead of a Python loop over (often 100) entries; NUL
+    # separates them as in a process's environment, where no entry can contain one.
+    text = "\0" + "\0".join(env)
+    start = text.find(f"\0{name}=")
+    if start < 0 or text.count("\0") != len(env):
+        return _env_value_loop(env, name) if start >= 0 else None
+    start += len(name) + 2
+    end = text.find("\0", start)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def _env_value_loop(env: Iterable[str], name: str) -> str | None:
     prefix = name + "="
     for item in env:
         if item.startswith(prefix):
@@ -164,9 +189,10 @@ def env_value(env: Iterable[str], name: str = VISIBLE_DEVICES) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def env_requests(
     value: str, kind: str = DEFAULT_ENV_KIND, var: str = VISIBLE_DEVICES
-) -> list[Request]:
+) -> tuple[Request, ...]:
     """Devices named by an NVIDIA_VISIBLE_DEVICES value, mapped to `<kind>=<id>`.
 
     `all` anywhere means only `<kind>=all`; `void` anywhere, `none` and empty mean nothing;
@@ -175,15 +201,11 @@ def env_requests(
     source = Source("env", var)
     items = [item.strip() for item in value.split(",")]
     if "void" in items:
-        return []
+        return ()
     items = [item for item in items if item not in _NOTHING]
     if "all" in items:
         items = ["all"]
-    found: list[Request] = []
-    for item in items:
-        name = item if "=" in item else f"{kind}={item}"
-        found.append(_checked(name, source))
-    return found
+    return dedupe(_checked(item if "=" in item else f"{kind}={item}", source) for item in items)
 
 
 def container_requests(
@@ -198,11 +220,13 @@ def container_requests(
 ) -> tuple[Request, ...]:
     """Every device the container requests, ordered by precedence, each name once."""
     found = annotation_requests(container_name, container_annotations, pod_annotations)
-    if not found and use_env:
+    if found:
+        return dedupe(found)
+    if use_env:
         value = env_value(env, env_var)
         if value is not None:
-            found = env_requests(value, env_kind, env_var)
-    return dedupe(found)
+            return env_requests(value, env_kind, env_var)
+    return ()
 
 
 def dedupe(requests: Iterable[Request]) -> tuple[Request, ...]:
@@ -211,3 +235,8 @@ def dedupe(requests: Iterable[Request]) -> tuple[Request, ...]:
     for request in requests:
         seen.setdefault(request.name, request)
     return tuple(seen.values())
+
+
+def describe_sources(requests: tuple[Request, ...]) -> str:
+    """The distinct sources of `requests`, in order, for a log line."""
+    return ",".join(str(source) for source in dict.fromkeys(r.source for r in requests))

@@ -1,12 +1,8 @@
-// A trivial NRI plugin on containerd's Go stub (NRI 0.6.1), for comparison in bench/nri.py
-// (--go-plugin). CreateContainer answers an empty adjustment; prints "configured" and
-// "synchronized" like tests/nri/sample_plugin.py. Build it from Debian's Go sources (trixie):
+// A trivial NRI plugin on containerd's Go stub (NRI 0.6.1): the anchor of bench/nri.py.
+// CreateContainer answers an empty adjustment; prints "configured" and "synchronized" like
+// tests/nri/sample_plugin.py. Built from Debian trixie's Go packages, offline, by
 //
-//	download + dpkg -x: golang-github-containerd-{nri,ttrpc}-dev golang-google-{protobuf,grpc,genproto}-dev
-//	  golang-github-sirupsen-logrus-dev golang-golang-x-{sys,net,text}-dev
-//	  golang-github-opencontainers-specs-dev golang-github-gogo-protobuf-dev
-//	  golang-github-golang-protobuf-1-5-dev
-//	GO111MODULE=off GOPATH=<dir with src/trivial/main.go>:<unpacked>/usr/share/gocode go build
+//	bash bench/nri_go_trivial/build.sh   # prints the binary's path
 package main
 
 import (

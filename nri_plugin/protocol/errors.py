@@ -51,14 +51,28 @@ class MessageTooLarge(ValueError):
     """A message to send exceeds the ttrpc size limit; nothing was sent."""
 
 
+MAX_MESSAGE = 4096
+"""Characters of a status message kept. The runtime hands the message to the CRI caller
+(kubelet puts it in the pod's events); a huge one fails that hand-over as a whole."""
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """`message`, cut to `limit` characters (saying so) if it is longer."""
+    if len(message) <= limit:
+        return message
+    kept = limit - 48  # room for the note (at most 42 characters)
+    return f"{message[:kept]}... ({len(message) - kept} more characters)"
+
+
 class RpcError(Exception):
     """A call ended with a non-OK status, or a handler wants to answer with one.
 
     Raise it from a plugin handler to choose the code the runtime (and so the CRI caller)
-    sees; any other exception is answered with `Code.UNKNOWN`.
+    sees; any other exception is answered with `Code.UNKNOWN`. The message is `bounded`.
     """
 
     def __init__(self, code: int, message: str) -> None:
+        message = bounded(message)
         super().__init__(f"{code_name(code)}: {message}")
         self.code = int(code)
         self.message = message

@@ -105,9 +105,10 @@ class Mux:
         if size <= self._max_send:
             return HEADER.pack(conn_id, size) + message
         step = self._max_send
-        parts: list[bytes] = []
+        view = memoryview(message)  # slices without copies: join copies once
+        parts: list[bytes | memoryview] = []
         for start in range(0, size, step):
-            piece = message[start : start + step]
+            piece = view[start : start + step]
             parts.append(HEADER.pack(conn_id, len(piece)))
             parts.append(piece)
         return b"".join(parts)

@@ -24,29 +24,34 @@ import contextlib
 import inspect
 import logging
 import os
-import re
 import signal
 import socket
+import stat
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from google.protobuf.message import DecodeError
 
 from nri_plugin.protocol.errors import Code, ConnectionClosed, ProtocolError, RpcError
 from nri_plugin.protocol.gen import api_pb2 as api
+from nri_plugin.protocol.registration import (
+    DEFAULT_SOCKET,
+    ENV_IDX,
+    ENV_NAME,
+    ENV_SOCKET,
+    idx_error,
+    name_error,
+)
 from nri_plugin.protocol.transport import NriTransport, Reply
 from nri_plugin.protocol.ttrpc import RequestReceived
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SOCKET = "/var/run/nri/nri.sock"
 PLUGIN_SERVICE = "nri.pkg.api.v1alpha1.Plugin"
 RUNTIME_SERVICE = "nri.pkg.api.v1alpha1.Runtime"
 REGISTRATION_TIMEOUT = 2.0
 """Seconds to wait for RegisterPlugin's answer (the Go stub's value)."""
-ENV_SOCKET, ENV_NAME, ENV_IDX = "NRI_PLUGIN_SOCKET", "NRI_PLUGIN_NAME", "NRI_PLUGIN_IDX"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
-_IDX_RE = re.compile(r"^[0-9]{2}$")
 
 # Plugin method -> NRI event number; the subscription bit of event n is 1 << (n - 1).
 EVENT_METHODS: dict[str, int] = {
@@ -125,11 +130,18 @@ class Plugin:
     def remove_pod_sandbox(self, pod: api.PodSandbox) -> MaybeAwaitable[None]:
         """A pod sandbox was removed."""
 
+    create_container_markers: tuple[bytes, ...] | None = None
+    """If set, a CreateContainer request whose serialized form contains none of these byte
+    strings is answered with no adjustment, without being decoded or handed to
+    `create_container`: for plugins that act only on containers carrying certain annotation
+    keys or environment variables (protobuf strings are their UTF-8 bytes on the wire)."""
+
     def create_container(
         self, pod: api.PodSandbox, container: api.Container
-    ) -> MaybeAwaitable[api.ContainerAdjustment | api.CreateContainerResponse | None]:
+    ) -> MaybeAwaitable[api.ContainerAdjustment | api.CreateContainerResponse | bytes | None]:
         """A container is being created: return an api.ContainerAdjustment, an
-        api.CreateContainerResponse (adjustment plus updates/evictions), or None."""
+        api.CreateContainerResponse (adjustment plus updates/evictions), such a response
+        already serialized (bytes, e.g. cached), or None."""
         return None
 
     def post_create_container(
@@ -181,6 +193,46 @@ def implemented_events(plugin: Plugin) -> list[int]:
     )
 
 
+class _Ended(NamedTuple):
+    """Why a connection ended (or never started)."""
+
+    reason: str
+    cannot_connect: bool = False
+
+
+class _FailureLog:
+    """Logs failures to connect or register without flooding the log while they repeat:
+    a new failure at warning level (a failed connect with what to check), the same one again
+    only every NOTE_SECONDS."""
+
+    NOTE_SECONDS = 60.0
+
+    def __init__(self, who: str) -> None:
+        self._who = who
+        self._reason = ""
+        self._since = self._next = 0.0
+
+    def clear(self) -> None:
+        self._reason = ""
+
+    def note(self, ended: _Ended) -> None:
+        now = time.monotonic()
+        if ended.reason != self._reason:
+            self._reason, self._since, self._next = ended.reason, now, now + self.NOTE_SECONDS
+            hint = (
+                "; retrying (check that the runtime is running with NRI enabled and that this "
+                "is its NRI socket)"
+                if ended.cannot_connect
+                else "; retrying"
+            )
+            log.warning("%s: %s%s", self._who, ended.reason, hint)
+        elif now >= self._next:
+            self._next = now + self.NOTE_SECONDS
+            log.warning(
+                "%s: still retrying after %.0fs: %s", self._who, now - self._since, ended.reason
+            )
+
+
 class Stub:
     """Connects a Plugin to the runtime and keeps it connected.
 
@@ -215,15 +267,27 @@ class Stub:
                 ) from None
             name = env.get(ENV_NAME) or name
             idx = env.get(ENV_IDX) or idx
-        if not name or not _NAME_RE.match(name):
-            raise ValueError(f"NRI plugin name {name!r} is invalid: use letters, digits and '-_.+'")
-        if idx is None or not _IDX_RE.match(idx):
-            raise ValueError(f"NRI plugin index {idx!r} is invalid: must be two digits, e.g. '50'")
+        if name is None or idx is None:
+            raise ValueError(f"NRI plugin {'name' if name is None else 'index'} not given")
+        why = name_error(name)
+        if why is not None:
+            raise ValueError(f"invalid NRI plugin name {name!r} ({why})")
+        why = idx_error(idx)
+        if why is not None:
+            raise ValueError(f"invalid NRI plugin index {idx!r} ({why})")
+        if socket_path == "":
+            raise ValueError("the NRI socket path is empty")
         if not 0 < min_backoff <= max_backoff:
             raise ValueError(f"backoff must satisfy 0 < min ({min_backoff}) <= max ({max_backoff})")
         self.name = name
         self.idx = idx
-        self.socket_path = socket_path or DEFAULT_SOCKET
+        self.socket_path = DEFAULT_SOCKET if socket_path is None else socket_path
+        self.endpoint = (
+            self.socket_path
+            if self._inherited_fd is None
+            else f"fd {self._inherited_fd} (inherited from the runtime)"
+        )
+        """Where the runtime is, for messages: the socket path or the inherited descriptor."""
         self._preinstalled = self._inherited_fd is not None
         self.reconnect = reconnect and not self._preinstalled
         self._min_backoff = min_backoff
@@ -279,23 +343,42 @@ class Stub:
         if self._stop_requested:
             return
         backoff = self._min_backoff
+        failures = _FailureLog(self.full_name)
         while not self._stopping.is_set():
             registered_before = self.connections
-            error = await self._run_connection()
+            ended = await self._run_connection()
             if self._stopping.is_set():
                 return
             if not self.reconnect:
                 if self.preinstalled and self.connections > registered_before:
                     return  # the runtime that launched us is gone: our work is done
-                raise ConnectionClosed(f"{self.full_name}: {error}")
-            if self.configured.is_set():
+                raise ConnectionClosed(f"{self.full_name}: {ended.reason}")
+            if ended.cannot_connect:
+                self._check_socket_path()
+            if self.connections > registered_before:
                 backoff = self._min_backoff
+                failures.clear()
+                log.info("%s: %s; reconnecting", self.full_name, ended.reason)
+            else:
+                failures.note(ended)
             self.configured.clear()
             self.synchronized.clear()
-            log.info("%s: %s; reconnecting in %.1fs", self.full_name, error, backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff)
             backoff = min(backoff * 2, self._max_backoff)
+
+    def _check_socket_path(self) -> None:
+        """Raise ConnectionClosed if the socket path names something that is not a socket:
+        waiting cannot help (nothing else creates a socket there while it exists)."""
+        try:
+            mode = os.stat(self.socket_path).st_mode
+        except OSError:
+            return  # missing (or not reachable): the runtime may still create it
+        if not stat.S_ISSOCK(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a socket"
+            raise ConnectionClosed(
+                f"{self.full_name}: {self.socket_path} is {kind}, not the runtime's NRI socket"
+            )
 
     def stop(self) -> None:
         """End `run()`: close the connection, cancel running handlers, do not reconnect."""
@@ -305,12 +388,14 @@ class Stub:
         if self._transport is not None:
             self._transport.close()
 
-    async def _run_connection(self) -> str:
+    async def _run_connection(self) -> _Ended:
         """One connection: open, register, serve until it closes; returns why it ended."""
         try:
             transport = await self._open()
         except OSError as exc:
-            return f"cannot connect to {self.socket_path}: {exc.strerror or exc}"
+            return _Ended(
+                f"cannot connect to {self.endpoint}: {exc.strerror or exc}", cannot_connect=True
+            )
         self._transport = transport
         self._sync_pods, self._sync_containers = [], []
         assert self._stopping is not None
@@ -326,17 +411,17 @@ class Stub:
                     self._registration_timeout,
                 )
             except RpcError as exc:
-                return f"registration failed: {exc}"
+                return _Ended(f"registration failed: {exc}")
             except ConnectionClosed as exc:
-                return str(exc)
+                return _Ended(str(exc))
             self.connections += 1
             log.info("%s: registered with the runtime", self.full_name)
             waiters: set[asyncio.Future[Any]] = {stop_wait, transport.closed}
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if transport.closed.done():
                 reason = transport.closed.result()
-                return f"connection closed by the runtime ({reason or 'EOF'})"
-            return "stopped"
+                return _Ended(f"connection closed by the runtime ({reason or 'EOF'})")
+            return _Ended("stopped")
         finally:
             stop_wait.cancel()
             transport.close()
@@ -389,12 +474,15 @@ class Stub:
 
     def _error_reply(self, method: str, exc: Exception) -> Reply:
         if isinstance(exc, RpcError):
-            log.info("%s: %s failed: %s", self.full_name, method, exc)
+            # the handler chose this answer (and may have logged it)
+            log.debug("%s: %s failed: %s", self.full_name, method, exc)
             return Reply(code=exc.code, message=exc.message)
         if isinstance(exc, DecodeError):
-            return Reply(code=Code.INVALID_ARGUMENT, message=f"{method}: bad request: {exc}")
-        log.error("%s: %s handler raised", self.full_name, method, exc_info=exc)
-        return Reply(code=Code.UNKNOWN, message=str(exc) or type(exc).__name__)
+            error = RpcError(Code.INVALID_ARGUMENT, f"{method}: bad request: {exc}")
+        else:
+            log.error("%s: %s handler raised", self.full_name, method, exc_info=exc)
+            error = RpcError(Code.UNKNOWN, str(exc) or type(exc).__name__)
+        return Reply(code=error.code, message=error.message)
 
     def _configure(self, payload: bytes) -> Encoded:
         req = api.ConfigureRequest.FromString(payload)
@@ -428,6 +516,9 @@ class Stub:
         return then(self.plugin.shutdown(), _empty)
 
     def _create_container(self, payload: bytes) -> Encoded:
+        markers = self.plugin.create_container_markers
+        if markers is not None and not any(marker in payload for marker in markers):
+            return b""
         req = api.CreateContainerRequest.FromString(payload)
         return then(self.plugin.create_container(req.pod, req.container), _encode_create)
 
@@ -461,10 +552,12 @@ def _empty(_: object) -> bytes:
 
 
 def _encode_create(
-    result: api.ContainerAdjustment | api.CreateContainerResponse | None,
+    result: api.ContainerAdjustment | api.CreateContainerResponse | bytes | None,
 ) -> bytes:
     if result is None:
         return b""
+    if isinstance(result, bytes):
+        return result
     if isinstance(result, api.CreateContainerResponse):
         return bytes(result.SerializeToString())
     if isinstance(result, api.ContainerAdjustment):

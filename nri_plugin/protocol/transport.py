@@ -51,8 +51,17 @@ def _internal_error(req: ttrpc.RequestReceived, exc: Exception) -> Reply:
     return Reply(code=Code.INTERNAL, message=f"{type(exc).__name__}: {exc}")
 
 
-class NriTransport(asyncio.Protocol):
-    """asyncio protocol for one plugin-to-runtime socket."""
+RECEIVE_BUFFER = 64 * 1024
+"""Bytes read from the socket at once (into one buffer reused for every read)."""
+
+
+class NriTransport(asyncio.BufferedProtocol):
+    """asyncio protocol for one plugin-to-runtime socket.
+
+    A buffered protocol: asyncio reads into our one buffer. A plain Protocol gets a new bytes
+    object per read, sized for 256 KiB: allocating and faulting in that memory was about half
+    of what the process spent on a request.
+    """
 
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
@@ -68,6 +77,7 @@ class NriTransport(asyncio.Protocol):
         """Resolves when the socket is gone, to the error that ended it (None for EOF/close)."""
         self._reading_paused = False
         self._writing_paused = False
+        self._receive_view = memoryview(bytearray(RECEIVE_BUFFER))
 
     # -- construction --------------------------------------------------------------------
 
@@ -107,6 +117,12 @@ class NriTransport(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._receive_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._receive_view[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         try:

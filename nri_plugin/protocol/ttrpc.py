@@ -233,7 +233,7 @@ class TtrpcConnection:
         for key, value in metadata:
             req.metadata.add(key=key, value=value)
         data = req.SerializeToString()
-        self._check_size(data, f"request {service}/{method}")
+        self._check_size(len(data), f"request {service}/{method}")
         stream_id = self._next_stream
         if stream_id > 0xFFFFFFFF:
             raise TtrpcError("ttrpc stream ids exhausted on this connection")
@@ -262,24 +262,25 @@ class TtrpcConnection:
         return self._response(rejected.stream_id, b"", rejected.code, rejected.message)
 
     def _response(self, stream_id: int, payload: bytes, code: int, message: str) -> bytes:
+        parts: tuple[bytes, ...] = ()
         if code:
             resp = ttrpc_pb2.Response(payload=payload)
             resp.status.code = code
             resp.status.message = message
-            data = resp.SerializeToString()
+            parts = (resp.SerializeToString(),)
         elif payload:
-            # Same bytes as Response(payload=payload) without the protobuf call: field 2.
-            data = b"\x12" + _varint(len(payload)) + payload
-        else:
-            data = b""
-        self._check_size(data, f"response on stream {stream_id}")
+            # Response(payload=payload) without the protobuf call (field 2), and the payload
+            # copied once, into the frame
+            parts = (b"\x12" + _varint(len(payload)), payload)
+        size = sum(len(part) for part in parts)
+        self._check_size(size, f"response on stream {stream_id}")
         self._open.discard(stream_id)
-        return HEADER.pack(len(data), stream_id, MessageType.RESPONSE, 0) + data
+        return b"".join((HEADER.pack(size, stream_id, MessageType.RESPONSE, 0), *parts))
 
-    def _check_size(self, data: bytes, what: str) -> None:
-        if len(data) > self._max_data:
+    def _check_size(self, size: int, what: str) -> None:
+        if size > self._max_data:
             raise MessageTooLarge(
-                f"{what} is {len(data)} bytes, more than ttrpc's limit of {self._max_data}"
+                f"{what} is {size} bytes, more than ttrpc's limit of {self._max_data}"
             )
 
 

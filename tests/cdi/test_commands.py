@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,21 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "' ' (allowed: letters, digits, '_', '.', ':', '-' inside)"
     )
     assert lines[2] == f"INVALID {missing}: cannot read the file: No such file or directory"
+
+
+def test_validate_and_list_do_not_block_on_a_fifo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    assert run(["validate", str(fifo)]) == 1
+    assert capsys.readouterr().out == (
+        f"INVALID {fifo}: cannot read the file: not a regular file (a FIFO)\n"
+    )
+    assert run(["list", "--spec-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {fifo}: cannot read the file: not a regular file (a FIFO)\n"
+    )
 
 
 def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from cdi import dump
 from cdi.registry import DEFAULT_SPEC_DIRS, Registry
 from cdi.spec import ContainerEdits, Device, DeviceNode, Spec
@@ -79,7 +81,7 @@ def test_missing_dir_and_symlinks_as_the_reference(tmp_path: Path) -> None:
     errors = registry.errors()
     assert sorted(errors) == [str(specs / "dangling.yaml"), str(specs / "dirlink.yaml")]
     assert "No such file or directory" in errors[str(specs / "dangling.yaml")][0]
-    assert "Is a directory" in errors[str(specs / "dirlink.yaml")][0]
+    assert "not a regular file (a directory)" in errors[str(specs / "dirlink.yaml")][0]
 
 
 def test_many_devices_resolve_by_name(tmp_path: Path) -> None:
@@ -221,3 +223,60 @@ def test_spec_dir_removed_and_recreated(tmp_path: Path) -> None:
         specs.mkdir()
         write_spec(spec_with("b"), str(specs / "b.yaml"))
         wait_for(lambda: registry.devices() == ["vendor.com/device=b"])
+
+
+def test_a_fifo_named_like_a_spec_is_reported_not_read(tmp_path: Path) -> None:
+    # Opening a FIFO for reading waits for a writer: the scan, `gpu-cdi list` and the
+    # plugin's start would hang on it.
+    write(tmp_path, "a.yaml", device_spec("vendor.com/device", "a"))
+    os.mkfifo(tmp_path / "fifo.yaml")
+    began = time.monotonic()
+    registry = Registry([str(tmp_path)])
+    assert time.monotonic() - began < 1
+    assert registry.devices() == ["vendor.com/device=a"]
+    assert registry.errors() == {
+        str(tmp_path / "fifo.yaml"): (
+            f"{tmp_path / 'fifo.yaml'}: cannot read the file: not a regular file (a FIFO)",
+        )
+    }
+
+
+def test_a_fifo_appearing_does_not_stall_auto_refresh_or_close(tmp_path: Path) -> None:
+    with Registry([str(tmp_path)], auto_refresh=True, debounce=0.05) as registry:
+        os.mkfifo(tmp_path / "fifo.yaml")
+        wait_for(lambda: str(tmp_path / "fifo.yaml") in registry.errors())
+        write_spec(spec_with("later"), str(tmp_path / "later.yaml"))
+        wait_for(lambda: registry.devices() == ["vendor.com/device=later"])
+        began = time.monotonic()
+    assert time.monotonic() - began < 1  # close() did not wait for a stuck refresh
+
+
+def test_no_inotify_instance_left_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cdi import inotify
+
+    def refuse(self: inotify.Inotify) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(inotify.Inotify, "__init__", refuse)
+    with pytest.raises(OSError) as caught:
+        Registry([str(tmp_path)], auto_refresh=True)
+    assert caught.value.strerror == (
+        "cannot watch the spec dirs for changes: Too many open files (inotify instances are "
+        "limited by /proc/sys/fs/inotify/max_user_instances)"
+    )
+
+
+def test_a_spec_dir_renamed_away_and_back_is_watched_again(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    with Registry([str(specs)], auto_refresh=True, debounce=0.05) as registry:
+        os.rename(specs, tmp_path / "elsewhere")
+        wait_for(lambda: registry.generation >= 2)
+        write_spec(spec_with("gone"), str(tmp_path / "elsewhere" / "x.yaml"))
+        time.sleep(0.3)
+        assert registry.devices() == []  # the old dir is not watched under its new name
+        specs.mkdir()
+        write_spec(spec_with("back"), str(specs / "y.yaml"))
+        wait_for(lambda: registry.devices() == ["vendor.com/device=back"])

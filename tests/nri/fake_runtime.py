@@ -16,6 +16,7 @@ import socket
 import struct
 import time
 from collections import deque
+from pathlib import Path
 from typing import NamedTuple
 
 from nri_plugin.protocol.gen import api_pb2 as api
@@ -242,6 +243,19 @@ class FakeRuntime:
         self.listener.close()
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+
+NOT_SOCKETS = ("file", "directory")
+
+
+def not_a_socket(base: Path, kind: str) -> Path:
+    """`base/nri.sock` made as one of NOT_SOCKETS (what --socket must refuse)."""
+    path = base / "nri.sock"
+    if kind == "file":
+        path.write_text("")
+    else:
+        path.mkdir()
+    return path
 
 
 def sample_create_request(size: int = 4400, index: int = 0) -> api.CreateContainerRequest:

@@ -19,9 +19,11 @@ import pytest
 from nri_plugin.protocol import Code, ConnectionClosed, Plugin, RpcError, Stub, api
 from nri_plugin.protocol.stub import implemented_events
 from tests.nri.fake_runtime import (
+    NOT_SOCKETS,
     FakeRuntime,
     FakeRuntimeError,
     PluginConn,
+    not_a_socket,
     sample_create_request,
 )
 from tests.nri.plugin_thread import PluginThread
@@ -205,6 +207,15 @@ def test_handler_errors_fail_only_that_call(connected: PluginConn, recorder: Rec
     assert adjusted_env(create(connected, "after")) == [("SEEN", "after")]
 
 
+def test_a_request_larger_than_the_receive_buffer_is_read_whole(connected: PluginConn) -> None:
+    # the transport reads into one 64 KiB buffer: a 300 kB request takes several reads
+    req = sample_create_request(300_000)
+    req.container.name = "bulky"
+    assert len(req.SerializeToString()) > 4 * 64 * 1024
+    answer = connected.call("CreateContainer", req.SerializeToString())
+    assert adjusted_env(answer) == [("SEEN", "bulky")]
+
+
 def test_oversized_answer_becomes_resource_exhausted(connected: PluginConn) -> None:
     huge = create(connected, "huge")
     assert huge.code == Code.RESOURCE_EXHAUSTED and "limit of 4194304" in huge.message
@@ -300,15 +311,84 @@ def test_reconnects_after_the_runtime_goes_away(runtime: FakeRuntime, recorder: 
         assert pt.stub is not None and pt.stub.connections == 2
 
 
-def test_waits_for_the_socket_to_appear(tmp_path: Path, recorder: Recorder) -> None:
+def test_waits_for_the_socket_to_appear(
+    tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
     path = str(tmp_path / "late.sock")
     with PluginThread(recorder, socket_path=path, min_backoff=0.05, max_backoff=0.1):
-        time.sleep(0.3)
+        time.sleep(0.5)  # several attempts
         rt = FakeRuntime(path)
         try:
             rt.accept().handshake()
         finally:
             rt.close()
+    # one warning saying what to check, not one line per attempt
+    waits = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    assert len(waits) == 1 and waits[0].levelname == "WARNING"
+    assert f"cannot connect to {path}: No such file or directory" in waits[0].getMessage()
+    assert "running with NRI enabled" in waits[0].getMessage()
+
+
+def test_repeated_failures_are_logged_again_only_after_a_while(
+    tmp_path: Path,
+    recorder: Recorder,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nri_plugin.protocol import stub as stub_mod
+
+    monkeypatch.setattr(stub_mod._FailureLog, "NOTE_SECONDS", 0.3)
+    path = str(tmp_path / "none.sock")
+    with PluginThread(recorder, socket_path=path, min_backoff=0.02, max_backoff=0.02):
+        time.sleep(1.0)  # ~50 attempts
+    lines = [r.getMessage() for r in caplog.records if "none.sock" in r.getMessage()]
+    assert 2 <= len(lines) <= 5, lines
+    assert "still retrying after" in lines[1]
+
+
+@pytest.mark.parametrize("kind", NOT_SOCKETS)
+def test_a_socket_path_that_is_not_a_socket_is_an_error(tmp_path: Path, kind: str) -> None:
+    path = not_a_socket(tmp_path, kind)
+    with PluginThread(Recorder(), socket_path=str(path), min_backoff=0.05) as pt:
+        assert pt.join(5)
+    assert isinstance(pt.error, ConnectionClosed)
+    assert str(pt.error) == (
+        f"50-test: {path} is {'a directory' if kind == 'directory' else 'not a socket'}, "
+        "not the runtime's NRI socket"
+    )
+
+
+class Picky(Plugin):
+    """Acts only on containers carrying a marker; answers with pre-encoded bytes."""
+
+    create_container_markers = (b"wants-it",)
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def create_container(self, pod: api.PodSandbox, container: api.Container) -> bytes:
+        self.seen.append(container.name)
+        adjust = api.ContainerAdjustment(env=[api.KeyValue(key="GOT", value=container.name)])
+        return bytes(api.CreateContainerResponse(adjust=adjust).SerializeToString())
+
+
+def test_requests_without_a_marker_are_answered_without_the_plugin(runtime: FakeRuntime) -> None:
+    plugin = Picky()
+    with PluginThread(plugin, socket_path=runtime.path):
+        conn = runtime.accept()
+        conn.handshake()
+        plain = sample_create_request()
+        answer = conn.call("CreateContainer", plain.SerializeToString())
+        assert (answer.code, answer.payload) == (0, b"")
+        marked = sample_create_request()
+        marked.container.name = "c1"
+        marked.container.annotations["wants-it"] = "yes"
+        assert adjusted_env(conn.call("CreateContainer", marked.SerializeToString())) == [
+            ("GOT", "c1")
+        ]
+        # garbage without a marker is not even decoded (nothing asked for)
+        assert conn.call("CreateContainer", b"\xff\xff").code == 0
+        assert plugin.seen == ["c1"]
 
 
 def test_refused_registration_is_retried(runtime: FakeRuntime, recorder: Recorder) -> None:
@@ -357,7 +437,9 @@ def test_without_reconnect_run_raises(runtime: FakeRuntime, recorder: Recorder) 
         ({"name": "", "idx": "50"}, "plugin name ''"),
         ({"name": "a b", "idx": "50"}, "plugin name 'a b'"),
         ({"name": "ok", "idx": "5"}, "index '5'"),
-        ({"name": "ok", "idx": None}, "index None"),
+        ({"name": "ok", "idx": None}, "index not given"),
+        ({"name": "ok\n", "idx": "50"}, "invalid NRI plugin name 'ok"),
+        ({"name": "ok", "idx": "50", "socket_path": ""}, "socket path is empty"),
         (
             {"name": "ok", "idx": "50", "environ": {"NRI_PLUGIN_SOCKET": "x"}},
             "NRI_PLUGIN_SOCKET='x'",

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nri_plugin.cli import build_parser, main
 from nri_plugin.metrics import Metrics, MetricsServer, check_health
+from tests.nri.fake_runtime import NOT_SOCKETS, PluginConn, not_a_socket
 
 
 def test_flags_parse() -> None:
@@ -157,3 +162,91 @@ def test_taken_metrics_port_is_one_line_and_status_1(tmp_path: Path) -> None:
         f"gpu-cdi-nri: error: cannot serve metrics on 127.0.0.1:{server.port}: "
         "Address already in use\n"
     )
+
+
+def nri(*args: str, **popen: Any) -> subprocess.CompletedProcess[str]:
+    """`gpu-cdi-nri ARGS` as a process (stdin closed, 30 s at most)."""
+    popen.setdefault("capture_output", "stdout" not in popen and "stderr" not in popen)
+    return subprocess.run(
+        [sys.executable, "-m", "nri_plugin.cli", *args],
+        text=True,
+        timeout=30,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        **popen,
+    )
+
+
+def test_empty_socket_is_an_error() -> None:
+    proc = nri("--socket", "")
+    assert proc.returncode == 2
+    assert proc.stderr == "gpu-cdi-nri: error: command line: --socket: must not be empty\n"
+
+
+@pytest.mark.parametrize("kind", NOT_SOCKETS)
+def test_a_socket_path_that_is_not_a_socket_is_an_error(tmp_path: Path, kind: str) -> None:
+    path = not_a_socket(tmp_path, kind)
+    began = time.monotonic()
+    proc = nri("--socket", str(path), "--spec-dir", str(tmp_path), "--log-level", "error")
+    assert time.monotonic() - began < 10
+    assert proc.returncode == 1
+    what = "a directory" if kind == "directory" else "not a socket"
+    assert proc.stderr.endswith(
+        f'level=error msg=stopped error="10-gpu-cdi: {path} is {what}, '
+        "not the runtime's NRI socket\"\n"
+    )
+    assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("sink", ["/dev/full", "closed pipe"])
+def test_a_log_that_cannot_be_written_ends_the_plugin(tmp_path: Path, sink: str) -> None:
+    # ENOSPC or EPIPE on stderr: the plugin must not run on blind (nor print tracebacks
+    # to nowhere): it stops with status 1.
+    if sink == "/dev/full":
+        stream = open(sink, "w")  # noqa: SIM115
+    else:
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        stream = os.fdopen(write_end, "w")
+    with stream:
+        began = time.monotonic()
+        proc = nri("--socket", str(tmp_path / "none.sock"), "--spec-dir", str(tmp_path),
+                   stdout=subprocess.PIPE, stderr=stream)  # fmt: skip
+    assert proc.returncode == 1
+    assert time.monotonic() - began < 10
+
+
+def test_health_answer_that_cannot_be_written_is_status_1() -> None:
+    server = MetricsServer(Metrics(enabled=False), lambda: True, "127.0.0.1", 0)
+    try:
+        with open("/dev/full", "w") as full:
+            proc = nri("health", f"--metrics-port={server.port}", stdout=full,
+                       stderr=subprocess.PIPE)  # fmt: skip
+    finally:
+        server.close()
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "gpu-cdi-nri: error: cannot write the answer: No space left on device\n"
+    )
+
+
+def test_preinstalled_plugin_logs_its_inherited_socket_not_the_default(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd = theirs.fileno()
+    env = dict(os.environ, NRI_PLUGIN_SOCKET=str(fd), NRI_PLUGIN_NAME="pre", NRI_PLUGIN_IDX="07")
+    with subprocess.Popen(
+        [sys.executable, "-m", "nri_plugin.cli", "--spec-dir", str(tmp_path)],
+        env=env,
+        pass_fds=(fd,),
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        theirs.close()
+        conn = PluginConn(ours)
+        conn.handshake()
+        conn.close()  # the runtime went away: a pre-installed plugin ends
+        assert proc.wait(20) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    assert "/var/run/nri/nri.sock" not in err
+    assert f'runtime="fd {fd} (inherited from the runtime)"' in err

@@ -52,8 +52,8 @@ def ctr(
 
 
 def run(plugin: GpuCdiPlugin, p: api.PodSandbox, c: api.Container) -> api.ContainerAdjustment:
-    response = asyncio.run(plugin.create_container(p, c))
-    return None if response is None else response.adjust
+    encoded = plugin.create_container(p, c)  # what the stub sends
+    return None if encoded is None else api.CreateContainerResponse.FromString(encoded).adjust
 
 
 def devices(adj: api.ContainerAdjustment) -> list[str]:
@@ -129,6 +129,25 @@ def test_unknown_device_names_pod_container_source_and_device(registry: Registry
         'requests unknown CDI device "nvidia.com/gpu=7"'
     )
     assert "known nvidia.com/gpu devices: 0, 1, all" in error.message
+
+
+def test_many_unknown_devices_give_a_short_error(registry: Registry) -> None:
+    # The runtime hands the message to kubelet for the pod's events; 100,000 names in it
+    # (6.5 MB) made containerd report only a generic oversized-response error.
+    names = ",".join(f"nvidia.com/gpu=x{i}" for i in range(100_000))
+    error = fail(make(registry), pod(), ctr(**{"cdi.k8s.io/many": names}))
+    assert error.code == Code.NOT_FOUND
+    assert 'requests unknown CDI device "nvidia.com/gpu=x0"' in error.message
+    also = error.message.split("; also unknown: ")[1]
+    assert also.count('"nvidia.com/gpu=x') == 10 and also.endswith(" and 99989 more")
+    assert len(error.message) < 2000
+
+
+def test_error_messages_are_bounded_whatever_their_source(registry: Registry) -> None:
+    name = "nvidia.com/gpu=" + "a" * 1_000_000 + " "
+    error = fail(make(registry), pod(), ctr(**{"cdi.k8s.io/big": name}))
+    assert error.code == Code.INVALID_ARGUMENT
+    assert len(error.message) <= 4096 and error.message.endswith("more characters)")
 
 
 def test_unknown_env_device(registry: Registry) -> None:
@@ -232,10 +251,42 @@ def test_configure_picks_native_and_native_carries_names(
     assert plugin.mode == "native"
     adj = run(plugin, pod(), ctr(env=("NVIDIA_VISIBLE_DEVICES=0,1",)))
     assert [d.name for d in adj.CDI_devices] == ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
-    assert env(adj) == {"NVIDIA_VISIBLE_DEVICES": "void"}
+    # the spec's own NVIDIA_VISIBLE_DEVICES=void reaches the container through the runtime,
+    # after ours: sending it too would put it there twice
+    assert env(adj) == {}
     assert len(adj.linux.devices) == 0
     # unknown devices are still refused with our message, not the runtime's
     assert fail(plugin, pod(), ctr(env=("NVIDIA_VISIBLE_DEVICES=5",))).code == Code.NOT_FOUND
+
+
+def test_native_mode_sends_void_where_the_runtime_will_not(tmp_path: Path) -> None:
+    # a spec without NVIDIA_VISIBLE_DEVICES: the plugin keeps a legacy hook away itself
+    spec_dir = write_specs(tmp_path, gpu=GPU_SPEC.replace('"NVIDIA_VISIBLE_DEVICES=void", ', ""))
+    ctd_config = tmp_path / "config.toml"
+    ctd_config.write_text(
+        f'version = 3\n[plugins."io.containerd.cri.v1.runtime"]\ncdi_spec_dirs = ["{spec_dir}"]\n'
+    )
+    with Registry([str(spec_dir)]) as registry:
+        plugin = make(registry)
+        plugin.probe = RuntimeProbe(str(ctd_config))
+        request = api.ConfigureRequest(runtime_name="containerd", runtime_version="2.1.4")
+        asyncio.run(plugin.configure(request))
+        assert plugin.mode == "native"
+        assert env(run(plugin, pod(), ctr(env=("NVIDIA_VISIBLE_DEVICES=0",)))) == {
+            "NVIDIA_VISIBLE_DEVICES": "void"
+        }
+
+
+def test_native_mode_on_a_runtime_that_drops_cdi_names_fails_the_request(
+    registry: Registry,
+) -> None:
+    plugin = make(registry)
+    plugin.config = attrs.evolve(plugin.config, mode="native")
+    request = api.ConfigureRequest(runtime_name="containerd", runtime_version="1.7.24")
+    asyncio.run(plugin.configure(request))
+    error = fail(plugin, pod(), ctr(env=("NVIDIA_VISIBLE_DEVICES=0",)))
+    assert plugin.mode == "native" and error.code == Code.FAILED_PRECONDITION
+    assert "containerd 1.7.24 drops CDI names" in str(error)
 
 
 def test_configure_applies_the_runtimes_drop_in_config(registry: Registry) -> None:

@@ -183,6 +183,43 @@ def test_env_value_takes_the_first_definition() -> None:
     env = ["NVIDIA_VISIBLE_DEVICES_X=1", "NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=1"]
     assert env_value(env) == "0"
     assert env_value(["A=1"]) is None
+    assert env_value([]) is None
+    assert env_value(["NVIDIA_VISIBLE_DEVICES="]) == ""
+    assert env_value(["A=1", "NVIDIA_VISIBLE_DEVICES=all"]) == "all"
+
+
+@given(st.lists(st.text(st.sampled_from("AN=\0_,1"), max_size=30), max_size=8))
+def test_env_value_is_the_first_entry_with_the_prefix(env: list[str]) -> None:
+    # entries with NUL in them (never valid in an environment) must not fake an entry
+    env = [e.replace("A", "NVIDIA_VISIBLE_DEVICES") for e in env]
+    first = next((e for e in env if e.startswith("NVIDIA_VISIBLE_DEVICES=")), None)
+    assert env_value(env) == (None if first is None else first.partition("=")[2])
+
+
+@pytest.mark.parametrize(
+    ("container_annotations", "pod_annotations", "env"),
+    [
+        ({"cdi.k8s.io/x": "vendor.com/dev=0"}, {}, []),
+        ({}, {"cdi-devices.nri.io": "- vendor.com/dev=0"}, []),
+        ({}, {"cdi-devices.noderesource.dev/pod": "- vendor.com/dev=0"}, []),
+        ({}, {"nvidia.cdi.k8s.io/container.c": "vendor.com/dev=0"}, []),
+        ({}, {"nvidia.cdi.k8s.io": "vendor.com/dev=0"}, []),
+        ({}, {}, ["NVIDIA_VISIBLE_DEVICES=0"]),
+    ],
+)
+def test_every_request_carries_a_marker(
+    container_annotations: dict[str, str], pod_annotations: dict[str, str], env: list[str]
+) -> None:
+    # the stub answers requests without any marker unseen: each source must have one
+    from nri_plugin.protocol import api
+    from nri_plugin.requests import MARKERS
+
+    assert container_requests("c", container_annotations, pod_annotations, env)
+    req = api.CreateContainerRequest(
+        pod=api.PodSandbox(annotations=pod_annotations),
+        container=api.Container(name="c", annotations=container_annotations, env=env),
+    )
+    assert any(marker in req.SerializeToString() for marker in MARKERS)
 
 
 def test_device_injector_new_domain_comes_first_within_each_scope() -> None:

@@ -281,14 +281,14 @@ def test_native_refusal_fails_each_request_with_one_line(tmp_path: Path) -> None
         asking = api.Container(id="c", name="c", env=["NVIDIA_VISIBLE_DEVICES=0"])
         for _ in range(2):
             with pytest.raises(RpcError) as caught:
-                asyncio.run(plugin.create_container(pod, asking))
+                plugin.create_container(pod, asking)
             assert caught.value.code == Code.FAILED_PRECONDITION
             message = str(caught.value)
             assert "gpu-cdi: pod default/p container c: mode native, but containerd" in message
             assert "set enable_cdi = true there" in message and "\n" not in message
         # a container asking for nothing is not touched
         plain = api.Container(id="d", name="d", env=["PATH=/bin"])
-        assert asyncio.run(plugin.create_container(pod, plain)) is None
+        assert plugin.create_container(pod, plain) is None
 
 
 def test_the_stub_knows_the_runtimes_pid(tmp_path: Path) -> None:
