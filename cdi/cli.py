@@ -14,14 +14,19 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     """The full `gpu-cdi` parser, with every subcommand registered."""
     from cdi import commands
+    from cdi.node import configure, install
     from cdi.nvidia import commands as nvidia_commands
+    from cdi.release import VersionAction
 
     parser = argparse.ArgumentParser(
         prog="gpu-cdi", description="Generate, inspect and validate CDI specs for NVIDIA GPUs."
     )
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     nvidia_commands.register(sub)
     commands.register(sub)
+    install.register(sub)
+    configure.register(sub)
     return parser
 
 

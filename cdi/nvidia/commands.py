@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-HOOK_PROGRAM = "gpu-cdi-hook"
+from cdi.node.hookpath import HOOK_PROGRAM, default_hook_path, missing_warning
 
 
 def add_discovery_flags(parser: argparse.ArgumentParser, *, saved_inventory: bool = True) -> None:
@@ -118,7 +118,8 @@ def register(sub: Any) -> None:
         "--nvidia-cdi-hook-path",
         default=None,
         metavar="PATH",
-        help=f"hook program in the spec (default: {HOOK_PROGRAM} on PATH)",
+        help=f"hook program in the spec (default: the {HOOK_PROGRAM} beside gpu-cdi, else on "
+        f"PATH, else /usr/bin/{HOOK_PROGRAM}; see gpu-cdi install-hook)",
     )
     g.add_argument(
         "--disable-hook",
@@ -188,17 +189,6 @@ def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def _hook_path(given: str | None) -> str:
-    """--hook-path, else gpu-cdi-hook on PATH (as nvidia-ctk finds its hook), else /usr/bin."""
-    if given:
-        return given
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(folder, HOOK_PROGRAM)
-        if folder.startswith("/") and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return f"/usr/bin/{HOOK_PROGRAM}"
-
-
 def _hooks(disable: list[str], enable: list[str]) -> frozenset[str]:
     from cdi.nvidia.build import DEFAULT_HOOKS, HOOKS
 
@@ -259,7 +249,7 @@ def _options(args: argparse.Namespace) -> Any:
         strategies=strategies,
         device_ids=ids,
         all_device=not args.no_all_device and "none" not in ids,
-        hook_path=_hook_path(args.hook_path),
+        hook_path=args.hook_path or default_hook_path(),
         hooks=_hooks(_split(args.disable_hook), _split(args.enable_hook)),
         hook_per_action=args.one_hook_per_action,
         ldconfig_path=args.ldconfig_path,
@@ -340,6 +330,9 @@ def generate_command(args: argparse.Namespace) -> int:
         target = generate.output_target(args.output, args.format, args.check)
         inv = inventory_from_args(args, args.mode)
         version = args.cdi_version.removeprefix("v") if args.cdi_version else None
+        missing = None if args.hook_path else missing_warning(options.hook_path, args.host_root)
+        if missing:
+            print(missing, file=sys.stderr)
         return generate.run(
             inv, options, target, version, strict=args.strict, allow_empty=args.allow_empty
         )
