@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 
 import attrs
@@ -97,7 +96,7 @@ def write_text(path: str, text: str) -> bool:
 def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
     """Replace `path` with `data` atomically (temp file in the same dir, fsync, rename)."""
     directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
     pending = False  # True while a temp file of ours exists
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
