@@ -1,6 +1,8 @@
 """`gpu-cdi generate`: inventory (discovered or loaded) -> spec -> validated text -> write.
 
 Every user error becomes one `GenerateError` line and exit code 2, before anything is written.
+Long-running programs (the device plugin, the NRI plugin) regenerate in process with
+`regenerate`: the same steps, without a process start.
 """
 
 from __future__ import annotations
@@ -17,6 +19,25 @@ from cdi.spec import SPEC_FORMATS, ContainerEdits
 
 class GenerateError(Exception):
     """A bad request or an impossible one; the message is the whole story, on one line."""
+
+
+class Discovery(NamedTuple):
+    """Where a host's files are: the discovery flags of `gpu-cdi generate` (absolute paths;
+    the names are those of `cdi.nvidia.discover.discover`)."""
+
+    driver_root: str = "/"
+    dev_root: str | None = None  # default: the driver root
+    host_root: str = "/"  # where the host's /proc and /sys are
+    library_search_paths: tuple[str, ...] = ()
+
+
+class Generated(NamedTuple):
+    """A spec generated in process, and what to tell about it (one line each)."""
+
+    text: str
+    notes: tuple[str, ...]  # devices left out, and why
+    advice: tuple[str, ...]  # about the cdiVersion: what consumers need, what was left out
+    written: bool  # the file at the given path was (re)written
 
 
 class Target(NamedTuple):
@@ -75,14 +96,19 @@ def build_for_version(
 
 
 def render(built: Built, fmt: str, version: str | None) -> str:
-    """Validated spec text (the CDI core's checks and writer rules)."""
-    from cdi.errors import CdiError
-    from cdi.writer import render_spec
+    """Spec text at `version` (default: the built one, the minimum), checked by the CDI core's
+    rules: the builder cannot vouch for what it was given (NVML's UUIDs, --hook-path)."""
+    from cdi.dump import dump_spec
+    from cdi.errors import CdiError, quote
+    from cdi.validate import validate_spec
+    from cdi.writer import with_version
 
     try:
-        return render_spec(built.spec, fmt=fmt, version=version)
+        spec = built.spec if version is None else with_version(built.spec, version)
+        validate_spec(spec, f"spec {quote(spec.kind)}")
     except CdiError as error:
         raise GenerateError(str(error)) from None
+    return dump_spec(spec, fmt)
 
 
 def version_note(built: Built, version: str | None) -> str | None:
@@ -196,3 +222,38 @@ def run(
     if advice and not target.check:
         warn(advice)
     return code
+
+
+def regenerate(
+    discovery: Discovery,
+    options: Options,
+    path: str | None = None,
+    *,
+    version: str | None = None,
+) -> Generated:
+    """Discover this host and build its spec in process, as `gpu-cdi generate` does; with
+    `path`, also write it there (atomically, and only when it changed; the format is the
+    file's: .yaml or .json). GenerateError (one line) when anything fails; nothing is
+    written then."""
+    from cdi.errors import WriteError
+    from cdi.nvidia.discover import DiscoveryError, discover
+    from cdi.writer import format_for, write_text
+
+    try:
+        inventory = discover(**discovery._asdict(), mode=options.mode)
+        fmt = format_for(path) if path else "yaml"
+    except (DiscoveryError, WriteError) as error:
+        raise GenerateError(str(error)) from None
+    advice: list[str] = []
+    built = build_for_version(inventory, options, version, advice.append)
+    text = render(built, fmt, version)
+    note = version_note(built, version)
+    if note:
+        advice.append(note)
+    written = False
+    if path:
+        try:
+            written = write_text(path, text)
+        except WriteError as error:
+            raise GenerateError(str(error)) from None
+    return Generated(text, built.notes, tuple(advice), written)
