@@ -33,7 +33,7 @@ proto: venv
 	$(PY) -m nri_plugin.protocol.genproto
 
 bench: venv
-	for b in cdi_registry generate hook nri nri_gpu fakehost_build; do $(PY) bench/$$b.py || exit 1; done
+	for b in cdi_registry generate generate_in_container hook nri nri_gpu fakehost_build nvidia_ctk_parity; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

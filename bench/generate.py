@@ -152,7 +152,7 @@ def ctk_argv(anchors: Path, host: Any) -> Argv:
 def nsrun(anchors: Path, host: Any) -> Argv:
     """Run in a mount namespace with the fake host's /sys and /proc (nvidia-ctk reads them at
     fixed paths)."""
-    return [str(anchors / "nsrun.sh"), str(host.host_root)]
+    return [str(anchors / "nsrun.sh"), str(host.proc_sys_root)]
 
 
 def regenerate_in_process(bin_dir: Path, host: Any, runs: int) -> tuple[float, float, float]:
@@ -163,9 +163,10 @@ def regenerate_in_process(bin_dir: Path, host: Any, runs: int) -> tuple[float, f
         "import statistics, sys, time\n"
         "from cdi.nvidia.build import Options\n"
         "from cdi.nvidia.discover import discover\n"
-        "from cdi.nvidia.generate import Discovery, regenerate\n"
-        "d = Discovery(*sys.argv[1:4])\n"
-        "for call in (lambda: regenerate(d, Options()), lambda: discover(*sys.argv[1:4])):\n"
+        "from cdi.nvidia.generate import regenerate\n"
+        "from cdi.nvidia.roots import Roots\n"
+        "r = Roots(*sys.argv[1:3], proc_sys_root=sys.argv[3])\n"
+        "for call in (lambda: regenerate(r, Options()), lambda: discover(r)):\n"
         "    call()\n"
         "    times = []\n"
         "    for _ in range(int(sys.argv[4])):\n"
@@ -174,7 +175,7 @@ def regenerate_in_process(bin_dir: Path, host: Any, runs: int) -> tuple[float, f
         "        times.append((time.perf_counter() - start) * 1000)\n"
         "    print(statistics.median(times), min(times))\n"
     )
-    roots = [str(host.driver_root), str(host.dev_root), str(host.host_root)]
+    roots = [str(host.driver_root), str(host.dev_root), str(host.proc_sys_root)]
     proc = subprocess.run(
         [str(bin_dir / "python"), "-c", code, *roots, str(runs)],
         env={**os.environ, **host.env},

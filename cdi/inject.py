@@ -93,12 +93,19 @@ def inject_devices(
     return apply_edits(oci_spec, merge_edits(resolve_all(names, registry)))
 
 
-def _host_device(path: str) -> tuple[str, int, int]:
+def _host_device(path: str, root: str = "/") -> tuple[str, int, int]:
+    where = path
+    if root != "/":
+        # The node's / is mounted at `root` here: its /dev is read there, symlinks inside it.
+        from cdi.nvidia.rootpath import entry
+
+        where = entry(root, path) or root.rstrip("/") + path
     try:
-        info = os.lstat(path)
+        info = os.lstat(where)
     except OSError as error:
+        seen = "" if where == path else f" (at {where})"
         raise InjectionError(
-            f"failed to inject devices: failed to stat CDI host device {quote(path)}: "
+            f"failed to inject devices: failed to stat CDI host device {quote(path)}{seen}: "
             f"{error.strerror or error}"
         ) from None
     mode = info.st_mode
@@ -116,16 +123,17 @@ def _host_device(path: str) -> tuple[str, int, int]:
     return kind, os.major(info.st_rdev), os.minor(info.st_rdev)
 
 
-def fill_device_node(node: DeviceNode) -> DeviceNode:
+def fill_device_node(node: DeviceNode, root: str = "/") -> DeviceNode:
     """The node with host path, type and major/minor filled from the host where the spec
     leaves them out (0.8 rules: a node with a type and a major, or a FIFO, is not looked up).
+    `root` is where the host's / is in this filesystem (`/host` in a container).
     """
     host_path = node.host_path or node.path
     kind = node.type or ""
     major = node.major or 0
     if kind and (major != 0 or kind == "p"):
         return node  # fully specified: no host lookup (the host path is not part of the result)
-    host_kind, host_major, host_minor = _host_device(host_path)
+    host_kind, host_major, host_minor = _host_device(host_path, root)
     if not kind:
         kind = host_kind
     elif kind != host_kind:

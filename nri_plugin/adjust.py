@@ -93,17 +93,18 @@ def _hook(hook: Hook) -> api.Hook:
 
 
 def resolved_adjustment(
-    edits: ContainerEdits, extra_env: Sequence[tuple[str, str]] = ()
+    edits: ContainerEdits, extra_env: Sequence[tuple[str, str]] = (), host_root: str = "/"
 ) -> api.ContainerAdjustment:
     """The adjustment that applies `edits` (plus `extra_env`, which wins over the edits' env).
 
-    Device nodes without type or major/minor are completed from the host (`cdi.inject` rules);
-    that can raise cdi.errors.InjectionError.
+    Device nodes without type or major/minor are completed from the host (`cdi.inject` rules),
+    read under `host_root` (where the host's / is mounted); that can raise
+    cdi.errors.InjectionError.
     """
     adjust = api.ContainerAdjustment()
     for key, value in _env_pairs(edits.env, extra_env):
         adjust.env.add(key=key, value=value)
-    nodes = [fill_device_node(node) for node in edits.device_nodes]
+    nodes = [fill_device_node(node, host_root) for node in edits.device_nodes]
     for node in _last_by((node.path, node) for node in nodes):
         adjust.linux.devices.append(_device(node))
     for mount in _last_by((m.container_path, m) for m in edits.mounts):

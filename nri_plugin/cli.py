@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, metavar="PORT", help="serve /metrics and /healthz (0: off)"
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS)
+    parser.add_argument(
+        "--host-root",
+        metavar="DIR",
+        help="where the host's / is mounted in this container, e.g. /host: device nodes are "
+        "read under it in resolve mode (default /)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     health = sub.add_parser("health", help="exit 0 if a running plugin is registered")
     health.add_argument("--metrics-port", type=int, required=True, metavar="PORT")
@@ -87,6 +94,7 @@ def load_config(args: argparse.Namespace) -> Config:
         "plugin_idx": args.plugin_idx,
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
+        "host_root": args.host_root,
     }
     return with_flags(config, flags)
 
@@ -153,6 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args)
     except ConfigError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    if not os.path.isdir(config.host_root):
+        state = "not a directory" if os.path.exists(config.host_root) else "no such directory"
+        print(
+            f"{PROG}: error: host root {config.host_root}: {state} (where the host's / should "
+            "be mounted in this container, e.g. a hostPath volume of / at /host)",
+            file=sys.stderr,
+        )
         return 2
     setup_logging(config.log_level)
     try:

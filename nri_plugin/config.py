@@ -47,6 +47,7 @@ class Config:
     metrics_address: str = "127.0.0.1"
     log_level: str = "info"
     reconnect_seconds: float = 2.0
+    host_root: str = "/"  # where the host's / is mounted (a container's /host)
     policy: Policy = attrs.field(factory=Policy)
 
 
@@ -179,6 +180,7 @@ _TOP_KEYS = (
     "metrics_address",
     "log_level",
     "reconnect_seconds",
+    "host_root",
     "policy",
 )
 
@@ -214,6 +216,11 @@ def from_mapping(data: object, source: str, base: Config | None = None) -> Confi
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"{_where(source, key)}: expected a positive number of seconds")
             changes[key] = float(value)
+        elif key == "host_root":
+            root = _string(source, key, value)
+            if not root.startswith("/"):
+                raise ConfigError(f"{_where(source, key)}: {quote(root)} is not an absolute path")
+            changes[key] = root
         elif key == "env_kind":
             changes[key] = _kind(source, key, _string(source, key, value))
         elif key == "policy":

@@ -221,7 +221,7 @@ class GpuCdiPlugin(Plugin):
                     adjustment = adjust_mod.native_adjustment(names, extra)
                 else:
                     edits = merge_edits([devices[name] for name in names])
-                    adjustment = adjust_mod.resolved_adjustment(edits, extra)
+                    adjustment = adjust_mod.resolved_adjustment(edits, extra, config.host_root)
             except (CdiError, adjust_mod.AdjustError) as error:
                 raise self._fail(_HOST, pod, container, str(error)) from None
             tail = _logfmt(devices=",".join(names))

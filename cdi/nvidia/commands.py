@@ -13,33 +13,55 @@ from typing import Any
 HOOK_PROGRAM = "gpu-cdi-hook"
 
 
-def _add_discovery(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def add_discovery_flags(parser: argparse.ArgumentParser, *, saved_inventory: bool = True) -> None:
+    """Add the flags that say where the node is; `gpu-cdi generate`, `gpu-cdi inventory` and
+    the device plugin share them. Read them back with `inventory_from_args` (or
+    `roots_from_args`). `saved_inventory` adds --inventory FILE."""
+    parser.add_argument(
         "--driver-root",
         default=None,
         metavar="DIR",
-        help="root the driver files are under, e.g. /run/nvidia/driver (default /)",
+        help="the driver's root on the node, e.g. /run/nvidia/driver (default /)",
     )
-    p.add_argument(
+    parser.add_argument(
         "--dev-root",
         default=None,
         metavar="DIR",
-        help="root the /dev nodes are under (default: the driver root)",
+        help="root of the node's /dev nodes (default: the driver root)",
     )
-    p.add_argument(
+    parser.add_argument(
         "--host-root",
         default=None,
         metavar="DIR",
-        help="root of the host's /proc and /sys (default /)",
+        help="where the node's / is mounted in this container, e.g. /host: the driver, /dev, "
+        "/proc and /sys are read under it and every path is written as the node sees it "
+        "(default /: running on the node)",
     )
-    p.add_argument(
+    parser.add_argument(
+        "--proc-sys-root",
+        default=None,
+        metavar="DIR",
+        help="root of the node's /proc and /sys, where GPUs' DRM nodes and MIG minors are "
+        "looked up (default /; for fake or captured hosts)",
+    )
+    parser.add_argument(
         "--library-search-path",
         action="append",
         default=[],
         metavar="DIR",
-        help="extra driver library directory (repeatable)",
+        help="extra driver library directory, inside the driver root (repeatable)",
     )
-    p.add_argument(
+    if saved_inventory:
+        parser.add_argument(
+            "--inventory",
+            default=None,
+            metavar="FILE",
+            help="a saved inventory (gpu-cdi inventory) instead of discovering this node",
+        )
+
+
+def _add_mode(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--mode",
         "--discovery-mode",
         choices=("nvml", "management", "imex"),
@@ -120,12 +142,6 @@ def generate_arguments(g: argparse.ArgumentParser) -> None:
         help="write this cdiVersion, e.g. 0.5.0 for podman 4 (default: the minimum)",
     )
     g.add_argument(
-        "--inventory",
-        default=None,
-        metavar="FILE",
-        help="build from a saved inventory (gpu-cdi inventory) instead of this host",
-    )
-    g.add_argument(
         "--check",
         action="store_true",
         help="compare --output with what this host gives now; exit 1 with a diff",
@@ -133,7 +149,8 @@ def generate_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--strict", action="store_true", help="fail if a GPU or MIG device has to be left out"
     )
-    _add_discovery(g)
+    add_discovery_flags(g)
+    _add_mode(g)
     g.set_defaults(func=generate_command)
 
 
@@ -144,7 +161,8 @@ def inventory_arguments(i: argparse.ArgumentParser) -> None:
         "`gpu-cdi generate --inventory FILE` builds a spec from it."
     )
     i.add_argument("--output", default="", metavar="FILE", help="file (default stdout)")
-    _add_discovery(i)
+    add_discovery_flags(i, saved_inventory=False)
+    _add_mode(i)
     i.set_defaults(func=inventory_command)
 
 
@@ -227,23 +245,43 @@ def _absolute(flag: str, value: str | None) -> str | None:
     return os.path.normpath(value)
 
 
-def _inventory(args: argparse.Namespace) -> Any:
-    from cdi.nvidia.discover import discover
+def roots_from_args(args: argparse.Namespace) -> Any:
+    """The `cdi.nvidia.roots.Roots` the discovery flags describe; UsageError for a bad path."""
+    from cdi.nvidia.roots import Roots
 
     driver_root = _absolute("--driver-root", args.driver_root) or "/"
-    dev_root = _absolute("--dev-root", args.dev_root)
-    host_root = _absolute("--host-root", args.host_root) or "/"
-    paths = [_absolute("--library-search-path", p) or "" for p in args.library_search_path]
-    return discover(driver_root, dev_root, host_root, paths, args.mode)
+    return Roots(
+        driver_root=driver_root,
+        dev_root=_absolute("--dev-root", args.dev_root) or driver_root,
+        host_root=_absolute("--host-root", args.host_root) or "/",
+        proc_sys_root=_absolute("--proc-sys-root", args.proc_sys_root) or "/",
+        library_search_paths=tuple(
+            _absolute("--library-search-path", p) or "" for p in args.library_search_path
+        ),
+    )
+
+
+def inventory_from_args(args: argparse.Namespace, mode: str = "nvml") -> Any:
+    """The Inventory the discovery flags ask for: the node discovered, or --inventory FILE.
+
+    Raises UsageError (bad or conflicting flags), cdi.nvidia.discover.DiscoveryError (no
+    driver, a root missing, NVML failing) or cdi.nvidia.inventory.InventoryError (a bad saved
+    inventory): one line each, naming the flag or file.
+    """
+    if getattr(args, "inventory", None):
+        return _saved_inventory(args)
+    from cdi.nvidia.discover import discover
+
+    return discover(roots_from_args(args), mode)
 
 
 def _saved_inventory(args: argparse.Namespace) -> Any:
     from cdi.nvidia import inventory
 
-    if args.host_root is not None or args.library_search_path:
+    if args.host_root is not None or args.proc_sys_root is not None or args.library_search_path:
         raise UsageError(
-            "--inventory conflicts with --host-root and --library-search-path: "
-            "a saved inventory is not discovered again"
+            "--inventory conflicts with --host-root, --proc-sys-root and "
+            "--library-search-path: a saved inventory is not discovered again"
         )
     inv = inventory.load(args.inventory)
     # The roots say where the inventory's files are on the machine the spec is for.
@@ -270,7 +308,7 @@ def generate_command(args: argparse.Namespace) -> int:
     try:
         options = _options(args)
         target = generate.output_target(args.output, args.format, args.check)
-        inv = _saved_inventory(args) if args.inventory else _inventory(args)
+        inv = inventory_from_args(args, args.mode)
         version = args.cdi_version.removeprefix("v") if args.cdi_version else None
         return generate.run(inv, options, target, version, strict=args.strict)
     except (UsageError, generate.GenerateError, DiscoveryError, InventoryError) as error:
@@ -285,7 +323,7 @@ def inventory_command(args: argparse.Namespace) -> int:
     from cdi.writer import write_atomic
 
     try:
-        text = inventory.dump(_inventory(args))
+        text = inventory.dump(inventory_from_args(args, args.mode))
         if args.output:
             write_atomic(args.output, text.encode())
         else:

@@ -1,7 +1,8 @@
-"""Device nodes under the dev root, and the host's view of GPUs in /sys and /proc.
+"""Device nodes under the dev root, and the kernel's view of GPUs in /sys and /proc.
 
-/sys/bus/pci and /proc/driver are read under the host root (default `/`), never under the
-driver root: a driver container does not carry the host's /sys and /proc.
+Every function takes the root it reads under as a path of this filesystem (see roots.py), and
+resolves symlinks inside it. /sys/bus/pci and /proc/driver are read under the /proc and /sys
+root, never under the driver root: a driver container does not carry the node's /sys and /proc.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ IMEX_DIR = "/dev/nvidia-caps-imex-channels"
 _SKIPPED = ("nvidia-fs", "nvidia-nvswitch", "nvidia-nvlink")
 
 
-def node(dev_root: str, path: str) -> Node | None:
-    """The character device at `path` under `dev_root` (a symlink or anything else: None)."""
+def _char_device(where: str, path: str) -> Node | None:
     try:
-        info = os.lstat(rp.host(dev_root, path))
+        info = os.lstat(where)
     except OSError:
         return None
     if not stat.S_ISCHR(info.st_mode):
@@ -32,21 +32,37 @@ def node(dev_root: str, path: str) -> Node | None:
     )
 
 
+def node(dev_root: str, path: str) -> Node | None:
+    """The character device at `path` under `dev_root` (a symlink or anything else: None)."""
+    where = rp.entry(dev_root, path)
+    return None if where is None else _char_device(where, path)
+
+
 def nvidia_nodes(dev_root: str) -> list[Node]:
     """Every /dev/nvidia* node, MIG cap node and IMEX channel node under `dev_root`."""
-    paths = [
-        f"/dev/{name}"
-        for name in rp.listdir(dev_root, "/dev")
-        if name.startswith("nvidia") and not name.startswith(_SKIPPED)
-    ]
-    paths += [f"{CAPS_DIR}/{name}" for name in rp.listdir(dev_root, CAPS_DIR)]
-    paths += [f"{IMEX_DIR}/{name}" for name in rp.listdir(dev_root, IMEX_DIR)]
-    return [n for n in (node(dev_root, path) for path in paths) if n is not None]
+    out: list[Node] = []
+    for folder, wanted in (("/dev", _is_nvidia), (CAPS_DIR, None), (IMEX_DIR, None)):
+        # Each directory is resolved once, not once per node (hundreds of MIG cap nodes).
+        where = rp.local(dev_root, folder)
+        try:
+            names = sorted(os.listdir(where)) if where is not None else []
+        except OSError:
+            continue
+        for name in names:
+            if wanted is None or wanted(name):
+                found = _char_device(f"{where}/{name}", f"{folder}/{name}")
+                if found is not None:
+                    out.append(found)
+    return out
 
 
-def drm_nodes(host_root: str, pci: str) -> list[str]:
-    """/dev/dri paths of the DRM nodes the host's /sys lists for PCI device `pci`."""
-    names = rp.listdir(host_root, f"/sys/bus/pci/devices/{pci}/drm")
+def _is_nvidia(name: str) -> bool:
+    return name.startswith("nvidia") and not name.startswith(_SKIPPED)
+
+
+def drm_nodes(proc_sys_root: str, pci: str) -> list[str]:
+    """/dev/dri paths of the DRM nodes the node's /sys lists for PCI device `pci`."""
+    names = rp.listdir(proc_sys_root, f"/sys/bus/pci/devices/{pci}/drm")
     return [f"/dev/dri/{n}" for n in names if n.startswith(("card", "renderD"))]
 
 
@@ -56,8 +72,11 @@ def by_path_links(dev_root: str, pci: str, drm: Iterable[str]) -> list[Link]:
     out = []
     for suffix in ("card", "render"):
         path = f"/dev/dri/by-path/pci-{pci}-{suffix}"
+        where = rp.entry(dev_root, path)
+        if where is None:
+            continue
         try:
-            target = os.readlink(rp.host(dev_root, path))
+            target = os.readlink(where)
         except OSError:
             continue
         if os.path.basename(target) in names:
@@ -65,17 +84,14 @@ def by_path_links(dev_root: str, pci: str, drm: Iterable[str]) -> list[Link]:
     return out
 
 
-def mig_minors(host_root: str) -> dict[str, int]:
-    """The host's /proc/driver/nvidia-caps/mig-minors: capability name -> cap node minor."""
+def mig_minors(proc_sys_root: str) -> dict[str, int]:
+    """The node's /proc/driver/nvidia-caps/mig-minors: capability name -> cap node minor."""
     out: dict[str, int] = {}
-    try:
-        with open(rp.host(host_root, "/proc/driver/nvidia-caps/mig-minors"), encoding="utf-8") as f:
-            for line in f:
-                name, _, minor = line.strip().rpartition(" ")
-                if name and minor.isdigit():
-                    out[name] = int(minor)
-    except OSError:
-        pass
+    text = rp.read_text(proc_sys_root, "/proc/driver/nvidia-caps/mig-minors") or ""
+    for line in text.splitlines():
+        name, _, minor = line.strip().rpartition(" ")
+        if name and minor.isdigit():
+            out[name] = int(minor)
     return out
 
 
@@ -88,11 +104,6 @@ def mig_caps(minors: dict[str, int], gpu_minor: int, gi: int, ci: int) -> tuple[
     return tuple(f"{CAPS_DIR}/nvidia-cap{minors[name]}" for name in names)
 
 
-def firmware_path(host_root: str) -> str:
-    """The custom firmware search path the host's kernel was given ("" when none)."""
-    try:
-        path = rp.host(host_root, "/sys/module/firmware_class/parameters/path")
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+def firmware_path(proc_sys_root: str) -> str:
+    """The custom firmware search path the node's kernel was given ("" when none)."""
+    return (rp.read_text(proc_sys_root, "/sys/module/firmware_class/parameters/path") or "").strip()

@@ -1,5 +1,8 @@
 """The driver's files under the driver root: libraries, graphics files, binaries, firmware,
-IPC sockets and config files, found where nvidia-ctk looks for them (docs/generator.md)."""
+IPC sockets and config files, found where nvidia-ctk looks for them (docs/generator.md).
+
+`root` is where the driver root is in this filesystem (roots.py); the paths returned are
+inside it, symlinks resolved as if it were `/`."""
 
 from __future__ import annotations
 
@@ -63,6 +66,11 @@ XORG_SUBDIRS = tuple(
 )
 
 
+def _ld_cache(root: str) -> list[ldcache.Entry]:
+    where = rp.local(root, "/etc/ld.so.cache")
+    return [] if where is None else ldcache.load(where)
+
+
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -74,7 +82,7 @@ def library_dirs(root: str, extra: Sequence[str] = ()) -> list[str]:
         real = rp.resolve(root, folder)
         if real is not None and rp.is_dir(root, real):
             found.append(real)
-    for entry in ldcache.load(rp.host(root, "/etc/ld.so.cache")):
+    for entry in _ld_cache(root):
         if entry.wide:
             real = rp.resolve(root, os.path.dirname(entry.path))
             if real is not None:
@@ -249,7 +257,7 @@ def find_library(root: str, dirs: Sequence[str], name: str) -> str | None:
         real = rp.resolve(root, f"{folder}/{name}")
         if real is not None and rp.is_file(root, real):
             return rp.host(root, real)
-    for entry in ldcache.load(rp.host(root, "/etc/ld.so.cache")):
+    for entry in _ld_cache(root):
         if entry.wide and entry.name == name:
             real = rp.resolve(root, entry.path)
             if real is not None and rp.is_file(root, real):

@@ -10,25 +10,18 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from cdi.nvidia.build import Built, Options
 from cdi.nvidia.inventory import Inventory
 from cdi.spec import SPEC_FORMATS, ContainerEdits
 
+if TYPE_CHECKING:
+    from cdi.nvidia.roots import Roots
+
 
 class GenerateError(Exception):
     """A bad request or an impossible one; the message is the whole story, on one line."""
-
-
-class Discovery(NamedTuple):
-    """Where a host's files are: the discovery flags of `gpu-cdi generate` (absolute paths;
-    the names are those of `cdi.nvidia.discover.discover`)."""
-
-    driver_root: str = "/"
-    dev_root: str | None = None  # default: the driver root
-    host_root: str = "/"  # where the host's /proc and /sys are
-    library_search_paths: tuple[str, ...] = ()
 
 
 class Generated(NamedTuple):
@@ -225,22 +218,22 @@ def run(
 
 
 def regenerate(
-    discovery: Discovery,
+    roots: Roots,
     options: Options,
     path: str | None = None,
     *,
     version: str | None = None,
 ) -> Generated:
-    """Discover this host and build its spec in process, as `gpu-cdi generate` does; with
-    `path`, also write it there (atomically, and only when it changed; the format is the
-    file's: .yaml or .json). GenerateError (one line) when anything fails; nothing is
-    written then."""
+    """Discover the node `roots` describe and build its spec in process, as `gpu-cdi generate`
+    does with the same flags; with `path`, also write it there (atomically, and only when it
+    changed; the format is the file's: .yaml or .json). GenerateError (one line) when
+    anything fails; nothing is written then."""
     from cdi.errors import WriteError
     from cdi.nvidia.discover import DiscoveryError, discover
     from cdi.writer import format_for, write_text
 
     try:
-        inventory = discover(**discovery._asdict(), mode=options.mode)
+        inventory = discover(roots, options.mode)
         fmt = format_for(path) if path else "yaml"
     except (DiscoveryError, WriteError) as error:
         raise GenerateError(str(error)) from None

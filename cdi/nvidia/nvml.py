@@ -1,4 +1,5 @@
-"""GPUs and MIG devices through NVML (pynvml), with libnvidia-ml.so.1 taken from the driver root.
+"""GPUs and MIG devices through NVML (pynvml), with libnvidia-ml.so.1 taken from the driver root
+(read under --host-root when the node is mounted in a container).
 
 pynvml would dlopen("libnvidia-ml.so.1") through the loader's search path, i.e. the library of
 the host we run on, not the one in a driver container at /run/nvidia/driver. We open the
@@ -64,9 +65,9 @@ class Nvml:
         except self.nv.NVMLError as error:
             raise NvmlError(f"NVML cannot tell the driver version: {error}") from None
 
-    def gpus(self, host_root: str = "/") -> list[Gpu]:
+    def gpus(self, proc_sys_root: str = "/") -> list[Gpu]:
         """Every GPU NVML enumerates; one it cannot query is returned with `error` set."""
-        minors = devices.mig_minors(host_root)
+        minors = devices.mig_minors(proc_sys_root)
         try:
             count = self.nv.nvmlDeviceGetCount()
         except self.nv.NVMLError as error:

@@ -1,5 +1,6 @@
-"""Paths inside another root (a driver container at /run/nvidia/driver, a test's fake host):
-symlinks are followed as if that root were `/`, so an absolute link never escapes it."""
+"""Paths inside another root (the node's / mounted at /host, a driver container at
+/run/nvidia/driver, a test's fake host): symlinks are followed as if that root were `/`, and
+`..` stops at it, so no path read through a root ever leaves it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ _MAX_LINKS = 40
 
 
 def host(root: str, path: str) -> str:
-    """The host path of `path` (absolute, inside `root`)."""
+    """`path` (absolute, inside `root`) prefixed with `root`; no symlink is looked at."""
+    if path == "/":
+        return root
     return path if root == "/" else root.rstrip("/") + path
 
 
@@ -45,6 +48,22 @@ def resolve(root: str, path: str) -> str | None:
     return "/" + "/".join(done)
 
 
+def local(root: str, path: str) -> str | None:
+    """Where `path` is in this filesystem, its symlinks resolved inside `root` (None: missing)."""
+    real = resolve(root, path)
+    return None if real is None else host(root, real)
+
+
+def entry(root: str, path: str) -> str | None:
+    """Where the directory entry `path` is, its last component not followed (a device node
+    or a symlink to read); None when its directory is missing."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    folder = resolve(root, parent or "/")
+    if folder is None or name in ("", ".", ".."):
+        return None
+    return host(root, folder.rstrip("/") + "/" + name)
+
+
 def is_file(root: str, path: str) -> bool:
     """True when `path` (already resolved) is a regular file under `root`."""
     return os.path.isfile(host(root, path))
@@ -57,7 +76,22 @@ def is_dir(root: str, path: str) -> bool:
 
 def listdir(root: str, path: str) -> list[str]:
     """Sorted names in directory `path` under `root` ([] when it is not a readable directory)."""
+    folder = local(root, path)
+    if folder is None:
+        return []
     try:
-        return sorted(os.listdir(host(root, path)))
+        return sorted(os.listdir(folder))
     except OSError:
         return []
+
+
+def read_text(root: str, path: str) -> str | None:
+    """The text of file `path` under `root` (None when it is missing or unreadable)."""
+    where = local(root, path)
+    if where is None:
+        return None
+    try:
+        with open(where, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -69,13 +69,22 @@ def test_daemonset_runs_generate_then_plugin_with_minimal_privileges() -> None:
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert "/var/run/nri" in mounts
     assert mounts["/etc/cdi"]["readOnly"] and mounts["/var/run/cdi"]["readOnly"]
+    # Both read the node through its / mounted read-only at /host, and say so with --host-root.
+    volumes = {v["name"]: v for v in spec["volumes"]}
     for container in (init, main):
+        assert "--host-root=/host" in container["command"]
+        (host,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/host"]
+        assert host["readOnly"] is True
+        assert volumes[host["name"]]["hostPath"]["path"] == "/"
         sc = container["securityContext"]
-        assert sc["capabilities"]["drop"] == ["ALL"]
-        assert sc["allowPrivilegeEscalation"] is False
         assert sc["readOnlyRootFilesystem"] is True
-        assert "privileged" not in sc
         assert container["resources"]["limits"]["memory"]
+    # Only the generator is privileged: NVML must open /dev/nvidiactl and /dev/nvidiaN.
+    assert init["securityContext"]["privileged"] is True
+    sc = main["securityContext"]
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert "privileged" not in sc
     assert main["livenessProbe"] and main["readinessProbe"]
     assert spec["automountServiceAccountToken"] is False
 

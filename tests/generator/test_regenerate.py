@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from cdi.nvidia.build import Options
-from cdi.nvidia.generate import Discovery, GenerateError, regenerate
+from cdi.nvidia.generate import GenerateError, regenerate
+from cdi.nvidia.roots import Roots
 from tests.generator.hosts import Hosts, gpu_cdi, host_args
 
 
-def _discovery(host: Any) -> Discovery:
-    return Discovery(str(host.driver_root), str(host.dev_root), str(host.host_root))
+def _roots(host: Any) -> Roots:
+    return Roots(str(host.driver_root), str(host.dev_root), proc_sys_root=str(host.proc_sys_root))
 
 
 def test_same_spec_as_the_command(
@@ -27,19 +28,19 @@ def test_same_spec_as_the_command(
         monkeypatch.setenv(key, value)
     command = gpu_cdi(["generate", *host_args(host)], host)
     assert command.returncode == 0, command.stderr
-    generated = regenerate(_discovery(host), Options())
+    generated = regenerate(_roots(host), Options())
     assert generated.text == command.stdout
     assert generated.notes == () and generated.written is False
     (advice,) = generated.advice
     assert f"note: {advice.removeprefix('note: ')}" == command.stderr.strip()
 
     path = tmp_path / "cdi" / "nvidia.yaml"
-    assert regenerate(_discovery(host), Options(), str(path)).written is True
+    assert regenerate(_roots(host), Options(), str(path)).written is True
     assert path.read_text() == command.stdout
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert regenerate(_discovery(host), Options(), str(path)).written is False
+    assert regenerate(_roots(host), Options(), str(path)).written is False
 
-    old = regenerate(_discovery(host), Options(), str(path), version="0.5.0")
+    old = regenerate(_roots(host), Options(), str(path), version="0.5.0")
     assert old.written is True and "additionalGids" not in path.read_text()
     assert any("has no additionalGids" in line for line in old.advice)
 
@@ -51,12 +52,12 @@ def test_errors_are_one_line_and_write_nothing(
     for key, value in host.env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(GenerateError, match=r"libnvidia-ml\.so\.1 was not found") as caught:
-        regenerate(Discovery(driver_root=str(tmp_path)), Options())
+        regenerate(Roots(driver_root=str(tmp_path)), Options())
     assert "\n" not in str(caught.value)
     with pytest.raises(GenerateError, match=r"must end in \.yaml or \.json"):
-        regenerate(_discovery(host), Options(), str(tmp_path / "nvidia.yml"))
+        regenerate(_roots(host), Options(), str(tmp_path / "nvidia.yml"))
     with pytest.raises(GenerateError, match="no such GPU or MIG device"):
-        regenerate(_discovery(host), Options(device_ids=("99",)), str(tmp_path / "a.yaml"))
+        regenerate(_roots(host), Options(device_ids=("99",)), str(tmp_path / "a.yaml"))
     with pytest.raises(GenerateError, match="invalid hook path"):
-        regenerate(_discovery(host), Options(hook_path="rel/hook"), str(tmp_path / "b.yaml"))
+        regenerate(_roots(host), Options(hook_path="rel/hook"), str(tmp_path / "b.yaml"))
     assert os.listdir(tmp_path) == []

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pynvml
-from gpu_cdi_fakehost.catalog import MIB
+from gpu_cdi_fakehost import interconnect
+from gpu_cdi_fakehost.catalog import MIB, NVLINK_VERSIONS, P2P_CAPS
 from gpu_cdi_fakehost.topology import Gpu, Topology
 
 PROFILE_COUNT = 0x12  # NVML_GPU_INSTANCE_PROFILE_COUNT in nvml.h
@@ -27,8 +28,37 @@ def observe() -> dict[str, Any]:
         "cuda_v2": pynvml.nvmlSystemGetCudaDriverVersion_v2(),
         "gpus": [],
     }
-    for i in range(pynvml.nvmlDeviceGetCount()):
-        out["gpus"].append(_observe_gpu(pynvml.nvmlDeviceGetHandleByIndex(i)))
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    out["gpus"] = [_observe_gpu(h) for h in handles]
+    out["nvlinks"] = [_observe_nvlinks(h) for h in handles]
+    out["pairs"] = {
+        (i, j): (
+            pynvml.nvmlDeviceGetTopologyCommonAncestor(a, b),
+            # pynvml spells NVML_P2P_CAPS_INDEX_READ as a tuple, so the indexes are literal
+            tuple(pynvml.nvmlDeviceGetP2PStatus(a, b, c) for c in range(len(P2P_CAPS))),
+        )
+        for i, a in enumerate(handles)
+        for j, b in enumerate(handles)
+        if i != j
+    }
+    return out
+
+
+def _observe_nvlinks(h: Any) -> list[tuple[Any, ...]]:
+    """(link, active, version, remote type, remote bus id) of each link the board has."""
+    out: list[tuple[Any, ...]] = []
+    for link in range(pynvml.NVML_NVLINK_MAX_LINKS):
+        try:
+            active = pynvml.nvmlDeviceGetNvLinkState(h, link)
+        except pynvml.NVMLError_NotSupported:
+            continue
+        version = pynvml.nvmlDeviceGetNvLinkVersion(h, link)
+        if active:
+            remote = pynvml.nvmlDeviceGetNvLinkRemotePciInfo(h, link)
+            kind = pynvml.nvmlDeviceGetNvLinkRemoteDeviceType(h, link)
+            out.append((link, 1, version, kind, _s(remote.busId), remote.pciDeviceId))
+        else:
+            out.append((link, 0, version, None, None, None))
     return out
 
 
@@ -51,6 +81,7 @@ def _observe_gpu(h: Any) -> dict[str, Any]:
         "memory_v1": (mem.total, mem.free, mem.used),
         "memory_v2": (mem2.total, mem2.reserved, mem2.free, mem2.used),
         "is_mig": bool(pynvml.nvmlDeviceIsMigDeviceHandle(h).value),
+        "events": pynvml.nvmlDeviceGetSupportedEventTypes(h),
     }
     try:
         g["mig_mode"] = tuple(pynvml.nvmlDeviceGetMigMode(h))
@@ -104,13 +135,33 @@ def _observe_gpu(h: Any) -> dict[str, Any]:
 
 def expect(topo: Topology) -> dict[str, Any]:
     """What observe() must return for `topo`."""
+    nvlinks = interconnect.nvlinks(topo)
     return {
         "driver": topo.driver_version,
         "nvml": topo.nvml_version,
         "cuda": topo.cuda_driver_version,
         "cuda_v2": topo.cuda_driver_version,
         "gpus": [_expect_gpu(g) for g in topo.gpus],
+        "nvlinks": [_expect_nvlinks(g, links) for g, links in zip(topo.gpus, nvlinks, strict=True)],
+        "pairs": {
+            (a.index, b.index): (
+                interconnect.common_ancestor(a, b),
+                interconnect.p2p_status(topo, a.index, b.index),
+            )
+            for a in topo.gpus
+            for b in topo.gpus
+            if a != b
+        },
     }
+
+
+def _expect_nvlinks(g: Gpu, links: tuple[interconnect.Link, ...]) -> list[tuple[Any, ...]]:
+    version = NVLINK_VERSIONS.get(g.architecture, 0)
+    active = [
+        (link.index, 1, version, link.remote_type, link.remote_pci.nvml, link.remote_pci_device_id)
+        for link in links
+    ]
+    return active + [(i, 0, version, None, None, None) for i in range(len(links), g.nvlinks)]
 
 
 def _expect_profiles(g: Gpu) -> list[tuple[Any, ...]]:
@@ -143,6 +194,8 @@ def _expect_gpu(g: Gpu) -> dict[str, Any]:
             g.memory_used,
         ),
         "is_mig": False,
+        # XID, P-state and clock events everywhere; ECC error events with ECC on
+        "events": 0x1C | (0x3 if g.ecc else 0),
         "mig_mode": (int(g.mig_mode), int(g.mig_pending)) if g.mig_capable else None,
         "max_mig": g.max_mig_devices,
         # the V (v2 struct) query needs MIG mode enabled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -83,7 +84,9 @@ def test_layout_matches_reference(fakehost: FakeHostFactory) -> None:
     if os.geteuid() != 0:
         ref = {p: e for p, e in ref.items() if not e[0].startswith("c")}
     assert {p: e for p, e in seen.items() if p in ref} == ref
-    assert set(seen) - set(ref) == {"/proc/devices"}
+    # and the NUMA node of each GPU's PCI device, which the toolkit does not read
+    numa = {f"/sys/bus/pci/devices/{g.pci.sysfs}/numa_node" for g in host.topology.gpus}
+    assert set(seen) - set(ref) == {"/proc/devices"} | numa
 
 
 def test_sockets_are_sockets(fakehost: FakeHostFactory) -> None:
@@ -104,6 +107,15 @@ def test_libraries_carry_real_sonames(fakehost: FakeHostFactory) -> None:
     assert host.nvml_library.read_bytes() != (host.lib_dir / f"libcuda.so.{version}").read_bytes()
     # .so.N and .so links resolve to the versioned file
     assert (host.lib_dir / "libcuda.so").resolve() == host.lib_dir / f"libcuda.so.{version}"
+
+
+def test_sandboxutils_loads_and_declines(fakehost: FakeHostFactory) -> None:
+    """Drivers >= 560: NVIDIA's tools find nvSandboxUtilsInit and take their fallback path."""
+    host = fakehost("workstation", device_nodes=False)
+    lib = ctypes.CDLL(str(host.lib_dir / f"libnvidia-sandboxutils.so.{host.driver_version}"))
+    assert lib.nvSandboxUtilsInit(None) == 2  # NVSANDBOXUTILS_ERROR_NOT_SUPPORTED
+    for name in ("Shutdown", "GetDriverVersion", "GetGpuResource", "GetFileContent"):
+        assert hasattr(lib, f"nvSandboxUtils{name}")
 
 
 def test_ld_so_cache(fakehost: FakeHostFactory) -> None:
@@ -149,13 +161,13 @@ def test_device_nodes(fakehost: FakeHostFactory) -> None:
 
 def test_host_files(fakehost: FakeHostFactory) -> None:
     host = fakehost("dgx-a100-mig")
-    proc = host.host_root / "proc/driver"
+    proc = host.proc_sys_root / "proc/driver"
     minors = (proc / "nvidia-caps/mig-minors").read_text()
     assert len(minors) == 25798  # the reference host's file, 8 GPUs
     assert "gpu1/gi2/ci1/access 158\n" in minors
     access = (proc / "nvidia/capabilities/gpu1/mig/gi2/ci1/access").read_text()
     assert access.startswith("DeviceFileMinor: 158\n")
-    drm = host.host_root / "sys/bus/pci/devices/0000:47:00.0/drm"
+    drm = host.proc_sys_root / "sys/bus/pci/devices/0000:47:00.0/drm"
     assert sorted(p.name for p in drm.iterdir()) == ["card3", "renderD130"]
     info = (proc / "nvidia/gpus/0000:bd:00.0/information").read_text()
     assert "GPU-26fc8dc4-a3ce-5f85-b697-fae6cb71f054" in info
@@ -173,7 +185,7 @@ def test_driver_version_override(fakehost: FakeHostFactory) -> None:
 def test_driver_container_layout(fakehost: FakeHostFactory) -> None:
     host = fakehost("dgx-a100", layout_name="driver-container", device_nodes=False)
     assert host.driver_root == host.root / "run/nvidia/driver"
-    assert host.dev_root == host.host_root == host.root
+    assert host.dev_root == host.proc_sys_root == host.root
     assert (host.driver_root / f"usr/lib/x86_64-linux-gnu/libcuda.so.{V}").is_file()
     assert not (host.root / "usr/lib/x86_64-linux-gnu").exists()
     assert (host.root / "dev/dri/by-path/pci-0000:07:00.0-card").is_symlink()
@@ -234,7 +246,7 @@ def test_cli_prints_pasteable_command(tmp_path: Path) -> None:
     assert words[1:] == meta["generate_argv"]
     assert words[1:] == [
         "gpu-cdi", "generate", "--driver-root", str(root), "--dev-root", str(root),
-        "--host-root", str(root),
+        "--proc-sys-root", str(root),
     ]  # fmt: skip
     assert "7 MIG devices" in proc.stderr
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -213,3 +214,17 @@ def test_malformed_file_is_unknown_with_reason(
     with pytest.raises(pynvml.NVMLError_Unknown):
         pynvml.nvmlInit()
     assert f"{bad}:4: missing field 'uuid'" in capfd.readouterr().err
+
+
+def test_topology_file_that_is_a_fifo_does_not_hang(
+    fake_nvml: FakeHostFactory, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    host = fake_nvml("dgx-a100")
+    fifo = host.root / "topology.fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv("FAKE_NVML_TOPOLOGY", str(fifo))
+    with pytest.raises(pynvml.NVMLError_DriverNotLoaded):
+        pynvml.nvmlInit()
+    assert (
+        f"cannot open FAKE_NVML_TOPOLOGY file {fifo}: not a regular file" in capfd.readouterr().err
+    )

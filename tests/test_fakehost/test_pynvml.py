@@ -17,7 +17,7 @@ from gpu_cdi_fakehost.topology import load_topology, shipped_topologies
 
 from tests.test_fakehost.nvmlview import expect, observe
 
-SHIPPED = ["dgx-a100", "dgx-a100-mig", "dgx-h100", "workstation", "scale-64"]
+SHIPPED = ["dgx-a100", "dgx-a100-mig", "dgx-h100", "workstation", "scale-64", "pcie-nvlink-pairs"]
 
 
 @contextlib.contextmanager

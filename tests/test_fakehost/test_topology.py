@@ -11,7 +11,17 @@ from typing import Any
 import pytest
 import yaml
 from gpu_cdi_fakehost import compile as cc
-from gpu_cdi_fakehost.catalog import ARCHITECTURES, MODELS, NVML_ERRORS, PROFILE_INDEXES
+from gpu_cdi_fakehost.catalog import (
+    ARCHITECTURES,
+    MODELS,
+    NVLINK_DEVICE_TYPES,
+    NVLINK_VERSIONS,
+    NVML_ERRORS,
+    P2P_CAPS,
+    P2P_STATUS,
+    PROFILE_INDEXES,
+    TOPOLOGY_LEVELS,
+)
 from gpu_cdi_fakehost.nvmlfile import render
 from gpu_cdi_fakehost.pytest_plugin import require_toolchain
 from gpu_cdi_fakehost.topology import (
@@ -91,6 +101,7 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 
 GI = "gpus.0.mig.gpu_instances"
 UUID0 = "GPU-11111111-2222-3333-4444-555555555555"
+UUID1 = "GPU-11111111-2222-3333-4444-666666666666"
 CASES: list[tuple[str, Any, str]] = [
     ("driver_version", "r550", "driver_version: not a driver version: 'r550'"),
     ("cuda_version", "12", "cuda_version: expected MAJOR.MINOR like '12.4', got '12'"),
@@ -142,6 +153,61 @@ CASES: list[tuple[str, Any, str]] = [
         "errors[0].device: expected a GPU index or GPU:MIG index, got 'a:b'",
     ),
     ("gpus.0.name", "tab\there", "gpus[0].name: must be a non-empty single line without tabs"),
+    ("gpus.0.ecc", "yes", "gpus[0].ecc: expected true or false, got str 'yes'"),
+    ("gpus.0.numa_node", -1, "gpus[0].numa_node: must be >= 0, got -1"),
+    ("gpus.0.pcie_path", "hb0//sw", "gpus[0].pcie_path: expected names separated by '/'"),
+    (
+        "gpus.1",
+        {**_base()["gpus"][0], "uuid": UUID1, "pci_bus_id": "0000:08:00.0", "numa_node": 0},
+        "gpus[0].numa_node: missing (give every GPU's NUMA node, or none)",
+    ),
+    (
+        "gpus",
+        [
+            {**_base()["gpus"][0], "numa_node": 0, "pcie_path": "hb0/sw0"},
+            {
+                **_base()["gpus"][0],
+                "uuid": UUID1,
+                "pci_bus_id": "0000:08:00.0",
+                "numa_node": 1,
+                "pcie_path": "hb0/sw1",
+            },
+        ],
+        "gpus[1].numa_node: 1, but host bridge 'hb0' is in NUMA node 0 (gpus[0])",
+    ),
+    (
+        "nvlink",
+        {"bridges": [{"gpus": [0, 0], "links": 1}]},
+        "nvlink.bridges[0].gpus: expected two different GPU indexes (0..0), got [0, 0]",
+    ),
+    (
+        "nvlink",
+        {"bridges": [{"gpus": [0, 1], "links": 1}]},
+        "nvlink.bridges[0].gpus: expected two different GPU indexes (0..0), got [0, 1]",
+    ),
+    ("nvlink", {"colour": "green"}, "unknown field(s) in nvlink: colour"),
+    (f"{GI}.0.id", 15, "gpu_instances[0].id: must be <= 14, got 15"),
+    ("gpus.0.numa_node", 1024, "gpus[0].numa_node: must be <= 1023, got 1024"),
+    (
+        "errors",
+        [{"call": "*", "device": "0:7", "error": "GPU_IS_LOST"}],
+        "errors[0].device: no MIG device 0:7 (NVIDIA A100-SXM4-40GB has at most 7)",
+    ),
+    (
+        "nvlink",
+        {"nvswitches": ["0000:c4:00.0"], "links_per_gpu": 13},
+        "nvlink: gpus[0] would use 13 NVLinks, NVIDIA A100-SXM4-40GB has 12",
+    ),
+    (
+        "nvlink",
+        {"links_per_gpu": 2},
+        "nvlink.links_per_gpu: give it (> 0) together with nvswitches, and only then",
+    ),
+    (
+        "nvlink",
+        {"nvswitches": ["0000:07:00.0"], "links_per_gpu": 2},
+        "nvlink.nvswitches[0]: 0000:07:00.0 is already used by a GPU or switch",
+    ),
 ]
 
 
@@ -151,6 +217,17 @@ def test_validation_messages(path: str, value: Any, message: str) -> None:
         parse_topology(_with(path, value), "<test>")
     assert str(exc.value).startswith("<test>: ")
     assert message in str(exc.value)
+
+
+def test_nvswitch_count_is_declared_once() -> None:
+    data = {**_base(), "nvlink": {"nvswitches": ["0000:c4:00.0"], "links_per_gpu": 2}}
+    assert parse_topology(data, "<test>").extras.nvswitches == 1
+    with pytest.raises(TopologyError) as exc:
+        parse_topology({**data, "extras": {"nvswitches": 6}}, "<test>")
+    assert str(exc.value) == (
+        "<test>: extras.nvswitches: 6, but nvlink.nvswitches lists 1 "
+        "(omit it: it defaults to that list's length)"
+    )
 
 
 def test_not_a_mapping() -> None:
@@ -163,8 +240,12 @@ def test_not_a_mapping() -> None:
 def test_bad_yaml_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(TopologyError, match=re.escape(f"{path}: not valid YAML")):
+    with pytest.raises(TopologyError) as exc:
         load_topology(path)
+    assert str(exc.value) == (
+        f"{path}:2:1: not valid YAML: while parsing a flow sequence did not find expected ',' "
+        "or ']'"
+    )
 
 
 def test_unknown_name_lists_shipped() -> None:
@@ -220,6 +301,32 @@ def test_architectures_and_profiles_match_header(header: str) -> None:
         assert len({p.index for p in model.mig_profiles}) == len(model.mig_profiles)
 
 
+def test_interconnect_constants_match_pynvml() -> None:
+    """The enums without explicit values in nvml.h, checked against pynvml's spelling of them."""
+    import pynvml
+
+    assert {k: getattr(pynvml, f"NVML_TOPOLOGY_{k}") for k in TOPOLOGY_LEVELS} == TOPOLOGY_LEVELS
+    assert {k: getattr(pynvml, f"NVML_P2P_STATUS_{k}") for k in P2P_STATUS} == P2P_STATUS
+    assert [
+        P2P_CAPS.index("WRITE"),
+        P2P_CAPS.index("PCI"),
+    ] == [pynvml.NVML_P2P_CAPS_INDEX_WRITE, pynvml.NVML_P2P_CAPS_INDEX_PCI]
+    assert {
+        k: getattr(pynvml, f"NVML_NVLINK_DEVICE_TYPE_{k}") for k in NVLINK_DEVICE_TYPES
+    } == NVLINK_DEVICE_TYPES
+    versions = {
+        "pascal": "1_0",
+        "volta": "2_0",
+        "turing": "2_2",
+        "ampere": "3_0",
+        "hopper": "4_0",
+        "blackwell": "5_0",
+    }
+    assert {
+        k: getattr(pynvml, f"NVML_NVLINK_VERSION_{v}") for k, v in versions.items()
+    } == NVLINK_VERSIONS
+
+
 def test_injectable_calls_are_the_library_exports() -> None:
     require_toolchain()
     lib_path = cc.build_fake_nvml()
@@ -231,7 +338,12 @@ def test_injectable_calls_are_the_library_exports() -> None:
         [nm, "-D", "--defined-only", str(lib_path)], capture_output=True, text=True, check=True
     ).stdout
     exported = {re.sub(r"_v\d+$", "", line.split()[-1]) for line in out.splitlines()}
-    aliases = {"nvmlInitWithFlags", "nvmlDeviceGetGpuInstanceProfileInfoV", "nvmlErrorString"}
+    aliases = {
+        "nvmlInitWithFlags",
+        "nvmlDeviceGetGpuInstanceProfileInfoV",
+        "nvmlGpuInstanceGetComputeInstanceProfileInfoV",
+        "nvmlErrorString",
+    }
     assert exported - aliases == INJECTABLE_CALLS
 
 

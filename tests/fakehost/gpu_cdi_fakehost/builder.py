@@ -18,9 +18,11 @@ import attrs
 
 from gpu_cdi_fakehost import compile as cc
 from gpu_cdi_fakehost import layout, nvmlfile
+from gpu_cdi_fakehost.catalog import MIG_COMPUTE_INSTANCE_IDS, MIG_GPU_INSTANCE_IDS
+from gpu_cdi_fakehost.events import EVENTS_FILE, EventInjector
 from gpu_cdi_fakehost.topology import Gpu, Topology, load_topology
 
-MARKER = ".fakehost"
+MARKER = nvmlfile.MARKER
 LAYOUTS = ("host", "driver-container")
 DRIVER_CONTAINER_ROOT = "run/nvidia/driver"
 
@@ -35,8 +37,6 @@ GID_VIDEO = 44
 GID_RENDER = 105
 # Standard /proc/driver/nvidia-caps/mig-minors numbering.
 MIG_MINORS_PER_GPU = 135
-MIG_GIS = 15
-MIG_CIS = 8
 
 
 class BuildError(RuntimeError):
@@ -52,7 +52,7 @@ class FakeHost:
     layout: str
     driver_root: Path
     dev_root: Path
-    host_root: Path
+    proc_sys_root: Path
     nvml_library: Path
     nvml_topology_file: Path
     device_nodes: bool
@@ -69,6 +69,16 @@ class FakeHost:
         return self.driver_root / layout.LIBDIR
 
     @property
+    def events_file(self) -> Path:
+        """The append-only file the fake NVML tails for events (beside the topology file)."""
+        return self.nvml_topology_file.with_name(EVENTS_FILE)
+
+    @property
+    def events(self) -> EventInjector:
+        """Inject NVML events (XIDs, a lost GPU, a failing wait) into this running host."""
+        return EventInjector.for_topology(self.events_file, self.topology)
+
+    @property
     def env(self) -> dict[str, str]:
         """Environment the fake NVML needs: the topology file it serves."""
         return {"FAKE_NVML_TOPOLOGY": str(self.nvml_topology_file)}
@@ -83,8 +93,8 @@ class FakeHost:
             str(self.driver_root),
             "--dev-root",
             str(self.dev_root),
-            "--host-root",
-            str(self.host_root),
+            "--proc-sys-root",
+            str(self.proc_sys_root),
         )
 
     def command_line(self) -> str:
@@ -112,7 +122,7 @@ def build_host(
     errors: extra error-injection rules, in the topology file's `errors` syntax.
     """
     topo = topology if isinstance(topology, Topology) else load_topology(topology)
-    if driver_version:
+    if driver_version is not None:
         topo = topo.with_driver_version(driver_version)
     if errors:
         topo = topo.with_errors(errors)
@@ -129,11 +139,15 @@ def build_host(
     nvml_library = driver_root / layout.LIBDIR / layout.NVML_FILE.format(v=topo.driver_version)
     host = FakeHost(
         base, topo, layout_name, driver_root, base, base, nvml_library,
-        base / MARKER / "nvml-topology.txt", device_nodes,
+        base / MARKER / nvmlfile.TOPOLOGY_FILE, device_nodes,
     )  # fmt: skip
     # Built next to its final place and renamed into it, so a failed build leaves nothing
     # half-made at `root` (nothing in the tree records its own absolute path).
-    work = Path(tempfile.mkdtemp(prefix=f".{base.name}.building-", dir=base.parent))
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{base.name}.building-", dir=base.parent))
+    except OSError as e:
+        raise BuildError(f"--root {base}: cannot create a directory in {base.parent}: "
+                         f"{e.strerror}") from None  # fmt: skip
     try:
         _build_tree(work, host, notes)
         if base.exists():
@@ -166,8 +180,9 @@ def _build_tree(work: Path, host: FakeHost, notes: list[str]) -> None:
     _install_sockets(driver_root, notes)
     notes.extend(_ldcache(driver_root))
     _install_dev(at(host.dev_root), topo, host.device_nodes)
-    _install_host_files(at(host.host_root), topo)
+    _install_host_files(at(host.proc_sys_root), topo)
     nvmlfile.write(topo, at(host.nvml_topology_file))
+    _write(at(host.events_file), "")
     meta = {
         "topology": topo.name,
         "source": topo.source,
@@ -175,7 +190,7 @@ def _build_tree(work: Path, host: FakeHost, notes: list[str]) -> None:
         "layout": host.layout,
         "driver_root": str(host.driver_root),
         "dev_root": str(host.dev_root),
-        "host_root": str(host.host_root),
+        "proc_sys_root": str(host.proc_sys_root),
         "env": host.env,
         "generate_argv": list(host.generate_argv),
         "device_nodes": host.device_nodes,
@@ -192,7 +207,15 @@ def _check_root(base: Path, replace: bool) -> None:
             raise BuildError(f"--root {base}: directory is not empty and is not a fake host")
         if not replace:
             raise BuildError(f"--root {base}: already holds a fake host (use --replace)")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    for parent in base.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BuildError(f"--root {base}: {parent} is not a directory")
+            break
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BuildError(f"--root {base}: cannot create {base.parent}: {e.strerror}") from None
 
 
 def _ensure_dir(path: Path) -> None:
@@ -231,14 +254,17 @@ def _skeleton(root: Path) -> None:
 def _install_libraries(root: Path, version: str) -> Path:
     libdir = root / layout.LIBDIR
     template = cc.build_stub_template().read_bytes()
-    nvml_src = cc.build_fake_nvml()
-    nvml_file = layout.NVML_FILE.format(v=version)
-    nvml_path = libdir / nvml_file
+    nvml_path = libdir / layout.NVML_FILE.format(v=version)
+    # libraries NVIDIA's tools call into get working fakes; the rest only need to exist
+    fakes = {
+        nvml_path.name: cc.build_fake_nvml,
+        layout.SANDBOXUTILS_FILE.format(v=version): cc.build_fake_sandboxutils,
+    }
     for lib in layout.libraries(version):
         path = libdir / lib.file
         _ensure_dir(path.parent)
-        if lib.file == nvml_file:
-            shutil.copyfile(nvml_src, path)
+        if lib.file in fakes:
+            shutil.copyfile(fakes[lib.file](), path)
             os.chmod(path, 0o644)
         else:
             _write(path, cc.stub_library(template, lib.soname))
@@ -392,10 +418,11 @@ def _install_dev(root: Path, topo: Topology, mknod: bool) -> None:
 def _mig_minors(n_gpus: int) -> str:
     lines = ["config 1", "monitor 2"]
     for g in range(n_gpus):
-        for gi in range(MIG_GIS):
+        for gi in range(MIG_GPU_INSTANCE_IDS):
             lines.append(f"gpu{g}/gi{gi}/access {mig_minor(g, gi)}")
             lines += [
-                f"gpu{g}/gi{gi}/ci{ci}/access {mig_minor(g, gi, ci)}" for ci in range(MIG_CIS)
+                f"gpu{g}/gi{gi}/ci{ci}/access {mig_minor(g, gi, ci)}"
+                for ci in range(MIG_COMPUTE_INSTANCE_IDS)
             ]
     return "\n".join(lines) + "\n"
 
@@ -453,4 +480,7 @@ def _install_host_files(root: Path, topo: Topology) -> None:
         card, render = gpus[g.index]
         (pci / g.pci.sysfs / "drm" / f"card{card}").mkdir(parents=True)
         (pci / g.pci.sysfs / "drm" / f"renderD{render}").mkdir(parents=True)
+        # what the kernel says without NUMA information: -1
+        numa = -1 if g.numa_node is None else g.numa_node
+        _write(pci / g.pci.sysfs / "numa_node", f"{numa}\n", 0o444)
     _write(root / "sys/module/firmware_class/parameters/path", "\n")

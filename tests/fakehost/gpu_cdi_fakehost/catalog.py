@@ -59,6 +59,51 @@ ARCHITECTURES: dict[str, int] = {
     "blackwell": 10,
 }
 
+# nvmlGpuTopologyLevel_t (NVML_TOPOLOGY_*), nearest first
+TOPOLOGY_LEVELS: dict[str, int] = {
+    "INTERNAL": 0,
+    "SINGLE": 10,
+    "MULTIPLE": 20,
+    "HOSTBRIDGE": 30,
+    "NODE": 40,
+    "SYSTEM": 50,
+}
+
+# nvmlGpuP2PStatus_t (NVML_P2P_STATUS_*)
+P2P_STATUS: dict[str, int] = {
+    "OK": 0,
+    "CHIPSET_NOT_SUPPORTED": 1,
+    "GPU_NOT_SUPPORTED": 2,
+    "IOH_TOPOLOGY_NOT_SUPPORTED": 3,
+    "DISABLED_BY_REGKEY": 4,
+    "NOT_SUPPORTED": 5,
+}
+
+# nvmlGpuP2PCapsIndex_t (NVML_P2P_CAPS_INDEX_*), in index order
+P2P_CAPS: tuple[str, ...] = ("READ", "WRITE", "NVLINK", "ATOMICS", "PCI")
+
+# nvmlIntNvLinkDeviceType_t (NVML_NVLINK_DEVICE_TYPE_*)
+NVLINK_DEVICE_TYPES: dict[str, int] = {"GPU": 0, "SWITCH": 2}
+
+# nvmlNvlinkVersion_t (NVML_NVLINK_VERSION_*) of each architecture's NVLink
+NVLINK_VERSIONS: dict[str, int] = {
+    "pascal": 1,  # 1.0
+    "volta": 2,  # 2.0
+    "turing": 3,  # 2.2
+    "ampere": 4,  # 3.0
+    "hopper": 6,  # 4.0
+    "blackwell": 7,  # 5.0
+}
+
+# PCI device id (device << 16 | vendor) of the NVSwitch generation that goes with each
+# architecture, as NVML reports it for the far end of a GPU's link to a switch
+NVSWITCH_PCI_DEVICE_IDS: dict[str, int] = {"ampere": 0x1AF110DE, "hopper": 0x22A310DE}
+
+# GPU instance and compute instance ids of one GPU, as the driver's nvidia-caps minors table
+# (/proc/driver/nvidia-caps/mig-minors) numbers them: gi0..gi14, ci0..ci7
+MIG_GPU_INSTANCE_IDS = 15
+MIG_COMPUTE_INSTANCE_IDS = 8
+
 # NVML_GPU_INSTANCE_PROFILE_* indexes, used as the `profile` argument of
 # nvmlDeviceGetGpuInstanceProfileInfo
 PROFILE_INDEXES: dict[str, int] = {
@@ -110,6 +155,8 @@ class Model:
     max_mig_devices: int = 0
     memory_slices: int = 0
     mig_profiles: tuple[GiProfile, ...] = ()
+    ecc: bool = False  # ECC on (data-center boards): NVML then reports ECC error events
+    nvlinks: int = 0  # NVLink links of the board (0: none)
 
     @property
     def mig_capable(self) -> bool:
@@ -169,22 +216,26 @@ MODELS: dict[str, Model] = {
     for m in (
         Model(
             "A100-SXM4-40GB", "NVIDIA A100-SXM4-40GB", "ampere", (8, 0), 40960, 581,
-            0x20B010DE, 0x134F10DE, 7, 8, _A100_40GB_PROFILES,
+            0x20B010DE, 0x134F10DE, 7, 8, _A100_40GB_PROFILES, ecc=True, nvlinks=12,
         ),
         Model(
             "A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB", "ampere", (8, 0), 81920, 581,
-            0x20B210DE, 0x147F10DE, 7, 8, _A100_80GB_PROFILES,
+            0x20B210DE, 0x147F10DE, 7, 8, _A100_80GB_PROFILES, ecc=True, nvlinks=12,
+        ),
+        Model(
+            "A100-PCIE-80GB", "NVIDIA A100 80GB PCIe", "ampere", (8, 0), 81920, 581,
+            0x20B510DE, 0x153310DE, 7, 8, _A100_80GB_PROFILES, ecc=True, nvlinks=12,
         ),
         Model(
             "H100-SXM5-80GB", "NVIDIA H100 80GB HBM3", "hopper", (9, 0), 81559, 579,
-            0x233010DE, 0x16C110DE, 7, 8, _H100_80GB_PROFILES,
+            0x233010DE, 0x16C110DE, 7, 8, _H100_80GB_PROFILES, ecc=True, nvlinks=18,
         ),
         Model(
             "RTX-A6000", "NVIDIA RTX A6000", "ampere", (8, 6), 49140, 410,
-            0x223010DE, 0x145910DE,
+            0x223010DE, 0x145910DE, nvlinks=4,
         ),
         Model(
-            "L4", "NVIDIA L4", "ada", (8, 9), 23034, 329, 0x27B810DE, 0x16CA10DE,
+            "L4", "NVIDIA L4", "ada", (8, 9), 23034, 329, 0x27B810DE, 0x16CA10DE, ecc=True,
         ),
     )
 }  # fmt: skip

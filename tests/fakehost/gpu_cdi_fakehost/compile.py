@@ -1,4 +1,5 @@
-"""Compile (once, cached) the fake NVML library and the template for tiny driver libraries."""
+"""Compile (once, cached) the fake NVML and sandboxutils libraries and the template for tiny
+driver libraries."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 NVML_SOURCE = PACKAGE_DIR / "fakenvml.c"
 NVML_SONAME = "libnvidia-ml.so.1"
+SANDBOXUTILS_SOURCE = PACKAGE_DIR / "fakesandboxutils.c"
+SANDBOXUTILS_SONAME = "libnvidia-sandboxutils.so.1"
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-fvisibility=hidden")
 
 # The stub template carries this SONAME; each copy gets its real SONAME patched in over it.
@@ -86,23 +89,36 @@ def _compile(gcc: str, args: list[str], out: Path) -> None:
             os.unlink(tmp)
 
 
-def build_fake_nvml(*, force: bool = False) -> Path:
-    """The compiled fake libnvidia-ml.so.1, built on first use and cached by content hash."""
+def _build_library(source: Path, soname: str, stem: str, header: Path | None, force: bool) -> Path:
+    """Compile `source` into a shared library, cached by a hash of everything that shapes it."""
     gcc = _gcc()
-    header = find_nvml_header()
     h = hashlib.sha256()
-    for part in (NVML_SOURCE.read_bytes(), header.read_bytes(), _gcc_version(gcc), *CFLAGS):
+    parts = (source.read_bytes(), header.read_bytes() if header else b"", _gcc_version(gcc))
+    for part in (*parts, *CFLAGS):
         h.update(part if isinstance(part, bytes) else part.encode())
         h.update(b"\0")
-    out = cache_dir() / f"libnvidia-ml-{h.hexdigest()[:16]}.so"
+    out = cache_dir() / f"{stem}-{h.hexdigest()[:16]}.so"
     if force or not out.is_file():
-        args = [*CFLAGS, "-shared", f"-Wl,-soname,{NVML_SONAME}", f"-I{header.parent}"]
-        _compile(gcc, [*args, str(NVML_SOURCE)], out)
+        args = [*CFLAGS, "-shared", f"-Wl,-soname,{soname}"]
+        if header:
+            args.append(f"-I{header.parent}")
+        _compile(gcc, [*args, str(source)], out)
         # hosts hold copies, so older builds are no longer needed
-        for stale in out.parent.glob("libnvidia-ml-*.so"):
+        for stale in out.parent.glob(f"{stem}-*.so"):
             if stale != out:
                 stale.unlink(missing_ok=True)
     return out
+
+
+def build_fake_nvml(*, force: bool = False) -> Path:
+    """The compiled fake libnvidia-ml.so.1, built on first use and cached by content hash."""
+    return _build_library(NVML_SOURCE, NVML_SONAME, "libnvidia-ml", find_nvml_header(), force)
+
+
+def build_fake_sandboxutils(*, force: bool = False) -> Path:
+    """The compiled fake libnvidia-sandboxutils.so.1 (drivers >= 560), cached like the NVML one."""
+    return _build_library(SANDBOXUTILS_SOURCE, SANDBOXUTILS_SONAME, "libnvidia-sandboxutils",
+                          None, force)  # fmt: skip
 
 
 def build_stub_template() -> Path:
@@ -136,6 +152,7 @@ def main_build_lib(force: bool = False) -> int:
     """`python -m gpu_cdi_fakehost build-lib`: build and print the cached library path."""
     try:
         lib = build_fake_nvml(force=force)
+        build_fake_sandboxutils(force=force)
         build_stub_template()
     except BuildError as e:
         print(f"gpu-cdi-fakehost: {e}", file=sys.stderr)

@@ -42,6 +42,7 @@ def _lib(stem: str, soname_suffix: str | None, dev_link: bool = False) -> Librar
 
 
 NVML_FILE = "libnvidia-ml.so.{v}"
+SANDBOXUTILS_FILE = "libnvidia-sandboxutils.so.{v}"
 
 LIBRARIES: tuple[Library, ...] = (
     _lib("libEGL_nvidia", "0"),
@@ -98,7 +99,9 @@ LIBRARIES: tuple[Library, ...] = (
 )
 
 # Shipped from the 560 branch on (the reference 550 root has none).
-LIBRARIES_560: tuple[Library, ...] = (_lib("libnvidia-sandboxutils", "1", dev_link=True),)
+LIBRARIES_560: tuple[Library, ...] = (
+    _lib("libnvidia-sandboxutils", "1", dev_link=True),  # a fake one, not a stub
+)
 
 # Links that are not next to a library: (link, target) relative to LIBDIR.
 EXTRA_LINKS: tuple[tuple[str, str], ...] = (

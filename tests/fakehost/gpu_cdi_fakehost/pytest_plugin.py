@@ -7,6 +7,8 @@ Registered in tests/conftest.py (`pytest_plugins`). Fixtures:
 - `fake_nvml(topology="dgx-a100", **kwargs) -> FakeHost`: the same, then sets
   FAKE_NVML_TOPOLOGY for this test and preloads the host's libnvidia-ml.so.<version> by absolute
   path, so pynvml's dlopen("libnvidia-ml.so.1") in this process resolves to the fake library.
+- `nvml_init(topology="dgx-a100", **kwargs) -> FakeHost`: fake_nvml, then pynvml.nvmlInit(),
+  balanced by nvmlShutdown when the test ends.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,22 @@ def fake_nvml(fakehost: FakeHostFactory, monkeypatch: pytest.MonkeyPatch) -> Fak
         return host
 
     return make
+
+
+@pytest.fixture
+def nvml_init(fake_nvml: FakeHostFactory) -> Iterator[FakeHostFactory]:
+    """Factory: fake_nvml, then nvmlInit; every init is balanced by nvmlShutdown at teardown."""
+    import pynvml
+
+    inits = 0
+
+    def make(topology: Topology | str | Path = "dgx-a100", **kwargs: Any) -> FakeHost:
+        nonlocal inits
+        host = fake_nvml(topology, **kwargs)
+        pynvml.nvmlInit()
+        inits += 1
+        return host
+
+    yield make
+    for _ in range(inits):
+        pynvml.nvmlShutdown()
