@@ -26,21 +26,23 @@ def test_same_spec_as_the_command(
     host = hosts.get("dgx-a100-mig")
     for key, value in host.env.items():
         monkeypatch.setenv(key, value)
-    command = gpu_cdi(["generate", *host_args(host)], host)
+    hook = "/opt/gpu-cdi/bin/gpu-cdi-hook"  # the command's default depends on PATH
+    command = gpu_cdi(["generate", *host_args(host), "--hook-path", hook], host)
     assert command.returncode == 0, command.stderr
-    generated = regenerate(_roots(host), Options())
+    options = Options(hook_path=hook)
+    generated = regenerate(_roots(host), options)
     assert generated.text == command.stdout
     assert generated.notes == () and generated.written is False
     (advice,) = generated.advice
     assert f"note: {advice.removeprefix('note: ')}" == command.stderr.strip()
 
     path = tmp_path / "cdi" / "nvidia.yaml"
-    assert regenerate(_roots(host), Options(), str(path)).written is True
+    assert regenerate(_roots(host), options, str(path)).written is True
     assert path.read_text() == command.stdout
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert regenerate(_roots(host), Options(), str(path)).written is False
+    assert regenerate(_roots(host), options, str(path)).written is False
 
-    old = regenerate(_roots(host), Options(), str(path), version="0.5.0")
+    old = regenerate(_roots(host), options, str(path), version="0.5.0")
     assert old.written is True and "additionalGids" not in path.read_text()
     assert any("has no additionalGids" in line for line in old.advice)
 
