@@ -169,6 +169,16 @@ def dump_data(data: Mapping[str, Any], fmt: str = "yaml") -> str:
     return "\n".join(out)
 
 
+def _scalar_text(value: object, strings: dict[str, str]) -> str:
+    """`value` as a YAML scalar; strings through the cache `strings`."""
+    if type(value) is not str:
+        return _yaml_scalar(value)
+    text = strings.get(value)
+    if text is None:
+        text = strings[value] = yaml_string(value)
+    return text
+
+
 def _yaml_object(
     obj: object,
     indent: str,
@@ -188,13 +198,7 @@ def _yaml_object(
             continue
         head = indent + written
         if how is _VALUE:
-            if type(value) is str:
-                text = strings.get(value)
-                if text is None:
-                    text = strings[value] = yaml_string(value)
-                out.append(f"{head} {text}")
-            else:
-                out.append(f"{head} {_yaml_scalar(value)}")
+            out.append(f"{head} {_scalar_text(value, strings)}")
         elif how is _OBJECT:
             key = (id(value), inner)
             lines = seen.get(key)
@@ -222,14 +226,7 @@ def _yaml_object(
                     out[start] = f"{inner}- {out[start][len(deeper) :]}"
         elif how is _LIST:
             out.append(head)
-            for item in value:
-                if type(item) is str:
-                    text = strings.get(item)
-                    if text is None:
-                        text = strings[item] = yaml_string(item)
-                    out.append(f"{inner}- {text}")
-                else:
-                    out.append(f"{inner}- {_yaml_scalar(item)}")
+            out.extend(f"{inner}- {_scalar_text(item, strings)}" for item in value)
         else:
             out.append(head)
             _yaml_mapping(value, inner, out)

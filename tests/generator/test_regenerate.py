@@ -20,12 +20,16 @@ def _roots(host: Any) -> Roots:
     return Roots(str(host.driver_root), str(host.dev_root), proc_sys_root=str(host.proc_sys_root))
 
 
-def test_same_spec_as_the_command(
-    hosts: Hosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def host(hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake dgx-a100-mig host, its fake NVML set up for this process."""
     host = hosts.get("dgx-a100-mig")
     for key, value in host.env.items():
         monkeypatch.setenv(key, value)
+    return host
+
+
+def test_same_spec_as_the_command(host: Any, tmp_path: Path) -> None:
     hook = "/opt/gpu-cdi/bin/gpu-cdi-hook"  # the command's default depends on PATH
     command = gpu_cdi(["generate", *host_args(host), "--hook-path", hook], host)
     assert command.returncode == 0, command.stderr
@@ -47,12 +51,7 @@ def test_same_spec_as_the_command(
     assert any("has no additionalGids" in line for line in old.advice)
 
 
-def test_errors_are_one_line_and_write_nothing(
-    hosts: Hosts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    host = hosts.get("dgx-a100-mig")
-    for key, value in host.env.items():
-        monkeypatch.setenv(key, value)
+def test_errors_are_one_line_and_write_nothing(host: Any, tmp_path: Path) -> None:
     with pytest.raises(GenerateError, match=r"libnvidia-ml\.so\.1 was not found") as caught:
         regenerate(Roots(driver_root=str(tmp_path)), Options())
     assert "\n" not in str(caught.value)
