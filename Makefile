@@ -20,20 +20,21 @@ fixtures: venv
 	bash tests/conformance/build.sh
 
 lint: venv
-	$(VENV)/bin/ruff check cdi nri_plugin tests bench
-	$(VENV)/bin/ruff format --check cdi nri_plugin
+	$(VENV)/bin/ruff check cdi nri_plugin device_plugin tests bench
+	$(VENV)/bin/ruff format --check cdi nri_plugin device_plugin
 
 typecheck: venv
-	$(VENV)/bin/mypy cdi nri_plugin
+	$(VENV)/bin/mypy cdi nri_plugin device_plugin
 
 pytest: venv
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 proto: venv
 	$(PY) -m nri_plugin.protocol.genproto
+	$(PY) -m device_plugin.api.genproto
 
 bench: venv
-	for b in cdi_registry generate generate_in_container hook nri nri_gpu fakehost_build nvidia_ctk_parity; do $(PY) bench/$$b.py || exit 1; done
+	for b in cdi_registry generate generate_in_container hook nri nri_gpu fakehost_build nvidia_ctk_parity device_plugin; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

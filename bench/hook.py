@@ -1,259 +1,196 @@
-"""Cost of gpu-cdi-hook per container start, next to a bare Python start and nvidia-cdi-hook.
+"""Cost of a GPU container's hooks: gpu-cdi-hook beside NVIDIA's nvidia-cdi-hook, same container.
 
-    python bench/hook.py [--runs N] [--dir DIR] [--hyperfine]
+    sudo .venv/bin/python bench/hook.py [--runs N] [--image debian] [--dir DIR]
 
-Builds a one-GPU bundle like the reference measurement (a rootfs holding the 29 versioned
-libraries of driver 550.163.01 as tiny real ELF files with their SONAMEs, built with gcc), then
-times each hook action alone, the merged common hook, the per-device DRM link hook, a one-GPU
-container's whole set (merged default, and one process per action), and the three ways to start
-the program. Every run starts from the state a fresh container has (links, ld.so.cache and
-ld.so.conf removed before each run, not timed). By default the cases take turns run by run
-(posix_spawn to exit, nothing subtracted), which keeps load from other processes from skewing
-one case; --hyperfine runs each case as a hyperfine block (shell start subtracted). Run as root:
-update-ldcache chroots. Targets: the merged hook <= 2x `python -c pass`; all hooks of a one-GPU
-container <= 15 ms.
+A fake dgx-a100 host (8 GPUs, driver 550.163.01) gives two specs: ours (`gpu-cdi generate`,
+hooks in the fast form `python -I -S .../cdi/hook/__main__.py`) and nvidia-ctk's (hooks run by
+nvidia-cdi-hook from $GPU_CDI_ANCHORS, else beside $NVIDIA_CTK, else /work/shared/anchors;
+without them it says so and exits 0). For a one-GPU and an 8-GPU
+container, one container rootfs (bench/hookbed.py: image, the spec's mounts and device nodes, a
+mount point as runc makes it) is copied fresh before every run, and each side runs all the
+createContainer hooks its spec gives that container, one after the other as runc does, timed
+from the first spawn to the last exit. The sides take turns run by run, so load from other
+processes hits both alike. Before timing, both trees are checked equal (bench/hook_parity.py
+does that for more images and hosts): the two sides do the same work.
+
+Peak RSS is each hook process's high-water mark (ldconfig child included), measured through a
+tiny launcher built with gcc: a child of this large Python process would inherit its RSS mark.
+
+Targets (issue 13): all hooks of a one-GPU container <= 0.5x nvidia-cdi-hook's, of an 8-GPU
+container <= 0.3x; one hook process per container; peak RSS <= 12 MiB.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cdi.hook.command import hook_command  # noqa: E402
+import hookbed
 
-V = "550.163.01"
-LIBDIR = "/usr/lib/x86_64-linux-gnu"
-# (library base name, SONAME suffix or None when the SONAME is the file name, extra .so link)
-LIBS = [
-    ("libEGL_nvidia", "0", False), ("libGLESv1_CM_nvidia", "1", False),
-    ("libGLESv2_nvidia", "2", False), ("libGLX_nvidia", "0", False), ("libcuda", "1", True),
-    ("libcudadebugger", "1", False), ("libnvcuvid", "1", True),
-    ("libnvidia-allocator", "1", True), ("libnvidia-cfg", "1", True),
-    ("libnvidia-eglcore", None, False), ("libnvidia-encode", "1", True),
-    ("libnvidia-fbc", "1", True), ("libnvidia-glcore", None, False),
-    ("libnvidia-glsi", None, False), ("libnvidia-glvkspirv", None, False),
-    ("libnvidia-gpucomp", None, False), ("libnvidia-ml", "1", True),
-    ("libnvidia-ngx", "1", False), ("libnvidia-nvvm", "4", True), ("libnvidia-opencl", "1", False),
-    ("libnvidia-opticalflow", "1", True), ("libnvidia-pkcs11", None, False),
-    ("libnvidia-pkcs11-openssl3", None, False), ("libnvidia-ptxjitcompiler", "1", True),
-    ("libnvidia-rtcore", None, False), ("libnvidia-tls", None, False), ("libnvoptix", "1", False),
-    ("vdpau/libvdpau_nvidia", "1", False),
-]  # fmt: skip
-DRI = ["../card1::/dev/dri/by-path/pci-0000:07:00.0-card",
-       "../renderD128::/dev/dri/by-path/pci-0000:07:00.0-render"]  # fmt: skip
-GRAPHICS = [f"../libnvidia-allocator.so.1::{LIBDIR}/gbm/nvidia-drm_gbm.so",
-            f"libglxserver_nvidia.so.{V}::{LIBDIR}/nvidia/xorg/libglxserver_nvidia.so"]  # fmt: skip
+TARGETS = {"one GPU": 0.5, "8 GPUs": 0.3}
+RSS_TARGET_KIB = 12 * 1024
+CASES = {"one GPU": ["0"], "8 GPUs": ["all"]}
 
-
-def driver_links() -> list[str]:
-    """The driver-library links of the reference one-GPU spec (SONAME and .so links)."""
-    links = [f"libGLX_nvidia.so.{V}::{LIBDIR}/libGLX_indirect.so.0"]
-    for name, so, dev in LIBS:
-        if so is None:
-            continue
-        d, base = os.path.split(f"{LIBDIR}/{name}")
-        links.append(f"{base}.so.{V}::{d}/{base}.so.{so}")
-        if dev:
-            links.append(f"{base}.so.{so}::{d}/{base}.so")
-    return links
+RSS_LAUNCHER = r"""
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+/* rss OUTFILE PROG ARGS...: run PROG (stdin inherited), write its peak RSS in KiB to OUTFILE. */
+int main(int argc, char **argv) {
+    pid_t pid = fork();
+    if (pid == 0) { execv(argv[2], argv + 2); _exit(127); }
+    int status; struct rusage ru;
+    if (wait4(pid, &status, 0, &ru) < 0) return 1;
+    FILE *out = fopen(argv[1], "w");
+    fprintf(out, "%ld\n", ru.ru_maxrss);
+    fclose(out);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+"""
 
 
-def build_bundle(top: Path) -> tuple[Path, Path]:
-    """A bundle with config.json and a rootfs holding the driver libraries; returns paths."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        sys.exit("bench/hook.py needs gcc to build the fake driver libraries")
-    bundle, rootfs = top / "bundle", top / "bundle" / "rootfs"
-    (rootfs / "etc").mkdir(parents=True)
-    (rootfs / "dev/dri").mkdir(parents=True)
-    for node in ("card1", "renderD128"):  # runc creates the nodes before hooks run
-        (rootfs / "dev/dri" / node).write_text("")
-    src = top / "empty.c"
-    src.write_text("int gpu_cdi_bench;\n")
-    for name, so, _ in LIBS:
-        path = rootfs / f"{LIBDIR.lstrip('/')}/{name}.so.{V}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        soname = f"{os.path.basename(name)}.so.{so or V}"
-        cmd = [gcc, "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(path), str(src)]
-        subprocess.run(cmd, check=True)
-    (bundle / "config.json").write_text(json.dumps({"root": {"path": "rootfs"}}))
-    state = top / "state.json"
-    state.write_text(json.dumps({"ociVersion": "1.0.2", "id": "bench", "status": "creating",
-                                 "pid": os.getpid(), "bundle": str(bundle)}))  # fmt: skip
-    return rootfs, state
+def rss_launcher(work: Path) -> Path:
+    """Build the peak-RSS launcher."""
+    src, exe = work / "rss.c", work / "rss"
+    src.write_text(RSS_LAUNCHER)
+    hookbed.run(["gcc", "-O2", "-o", str(exe), str(src)])
+    return exe
 
 
-def reset_script(rootfs: Path) -> str:
-    """Shell command that returns the rootfs to a fresh container's state."""
-    links = [x.split("::")[1] for x in driver_links() + GRAPHICS + DRI]
-    paths = [f"{rootfs}{p}" for p in links]
-    paths += [f"{rootfs}/etc/ld.so.cache", f"{rootfs}/etc/ld.so.conf"]
-    return f"rm -rf {' '.join(map(shlex.quote, paths))} {shlex.quote(str(rootfs))}/etc/ld.so.conf.d"
+def peak_rss(bed: hookbed.Bed, injected: hookbed.Injected, launcher: Path) -> int:
+    """Largest peak RSS (KiB) among the container's hook processes, on a fresh rootfs."""
+    bed.fresh()
+    peaks = []
+    out = bed.work / "rss.out"
+    for path, args, env in injected.argvs:
+        with open(bed.state_file, "rb") as stdin:
+            proc = subprocess.run(
+                [str(launcher), str(out), path, *args[1:]],
+                stdin=stdin,
+                env=dict(e.split("=", 1) for e in env),
+                capture_output=True,
+                check=False,
+            )
+        if proc.returncode != 0:
+            sys.exit(f"{path} failed under the RSS launcher: {proc.stderr.decode()}")
+        peaks.append(int(out.read_text()))
+    bed.discard()
+    return max(peaks)
 
 
-def link_args(links: list[str]) -> list[str]:
-    return [t for x in links for t in ("--link", x)]
-
-
-def cases(python: str) -> list[tuple[str, list[list[str]]]]:
-    """(label, list of argvs run one after another per measured run)."""
-    _, fast = hook_command(python)
-    script = str(Path(python).parent / "gpu-cdi-hook")
-    symlinks = ["create-symlinks", *link_args(GRAPHICS + driver_links())]
-    compat = ["enable-cuda-compat", f"--host-driver-version={V}"]
-    ldcache = ["update-ldcache", "--folder", LIBDIR, "--folder", f"{LIBDIR}/vdpau"]
-    nodemod = ["disable-device-node-modification"]
-    dri = ["create-symlinks", *link_args(DRI)]
-    common = [*symlinks, *compat, *ldcache, *nodemod]
-    # What the generator writes by default: the DRM by-path links of every GPU ride in the
-    # common hook as --link-if-target, so a container runs one hook process in total.
-    merged = [
-        *symlinks,
-        *(t for x in DRI for t in ("--link-if-target", x)),
-        *common[len(symlinks) :],
-    ]
-    out: list[tuple[str, list[list[str]]]] = [
-        ("python -c pass (bare start, with site)", [[python, "-c", "pass"]]),
-        ("python -I -S -c pass", [[python, "-I", "-S", "-c", "pass"]]),
-        (f"create-symlinks ({len(GRAPHICS + driver_links())} links)", [[*fast, *symlinks]]),
-        ("enable-cuda-compat (no compat dir)", [[*fast, *compat]]),
-        ("update-ldcache (2 folders)", [[*fast, *ldcache]]),
-        ("disable-device-node-modification (no driver)", [[*fast, *nodemod]]),
-        ("create-symlinks (2 DRM by-path links, per device)", [[*fast, *dri]]),
-        ("common hook: 4 actions merged, 1 process", [[*fast, *common]]),
-        ("ONE-GPU CONTAINER, default: 1 process (DRM links in it)", [[*fast, *merged]]),
-        ("one-GPU container, common + per-device process", [[*fast, *common], [*fast, *dri]]),
-        (
-            "one-GPU container, one process per action",
-            [[*fast, *a] for a in (symlinks, compat, ldcache, nodemod, dri)],
-        ),
-        ("form: python -m cdi.hook create-symlinks", [[python, "-m", "cdi.hook", *symlinks]]),
-        ("form: gpu-cdi-hook console script", [[script, *symlinks]]),
-    ]
-    nvidia = shutil.which("nvidia-cdi-hook")
-    if nvidia:
-        steps = [symlinks, compat, ldcache, nodemod, dri]
-        out.append(("nvidia-cdi-hook, same actions", [[nvidia, *s] for s in steps]))
-    return out
-
-
-def shell(argvs: list[list[str]], state: Path) -> str:
-    return "; ".join(f"{shlex.join(a)} < {shlex.quote(str(state))}" for a in argvs)
-
-
-def hyperfine(cmd: str, prepare: str, runs: int, out: Path) -> list[float]:
-    subprocess.run(
-        ["hyperfine", "-w", "3", "-r", str(runs), "--prepare", prepare, "--export-json",
-         str(out), "--style", "none", cmd],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    times: list[float] = json.loads(out.read_text())["results"][0]["times"]
-    return [t * 1000 for t in times]
-
-
-def reset(rootfs: Path) -> None:
-    """Return the rootfs to a fresh container's state (what reset_script does, in-process)."""
-    for link in driver_links() + GRAPHICS + DRI:
-        path = rootfs / link.split("::")[1].lstrip("/")
-        if path.is_symlink():
-            path.unlink()
-    for name in ("ld.so.cache", "ld.so.conf"):
-        (rootfs / "etc" / name).unlink(missing_ok=True)
-    shutil.rmtree(rootfs / "etc/ld.so.conf.d", ignore_errors=True)
-
-
-def spawn(argv: list[str], state: Path) -> float:
-    """Seconds from spawn to exit of `argv` with `state` on stdin."""
-    fd = os.open(state, os.O_RDONLY)
-    try:
-        start = time.perf_counter()
-        actions = [(os.POSIX_SPAWN_DUP2, fd, 0)]
-        pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions)
-        _, status = os.waitpid(pid, 0)
-        took = time.perf_counter() - start
-    finally:
-        os.close(fd)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"failed: {shlex.join(argv)}")
-    return took
-
-
-def interleaved(
-    all_cases: list[tuple[str, list[list[str]]]], state: Path, rootfs: Path, runs: int
-) -> dict[str, list[float]]:
-    """ms per run of every case; cases take turns within each round, so a burst of load from
-    other processes on the machine hits all of them alike instead of one case's block."""
-    times: dict[str, list[float]] = {label: [] for label, _ in all_cases}
-    for rnd in range(runs + 3):
-        for label, argvs in all_cases:
-            reset(rootfs)
-            took = sum(spawn(a, state) for a in argvs)
-            if rnd >= 3:  # warm-up rounds
-                times[label].append(took * 1000)
-    return times
+def check_same(bed: hookbed.Bed, ours: hookbed.Injected, theirs: hookbed.Injected) -> None:
+    """Exit unless both hook sets leave the same tree (else the timing compares apples/pears)."""
+    trees = []
+    for injected in (ours, theirs):
+        rootfs = bed.fresh()
+        _, _, errors = bed.run_hooks(injected)
+        if errors:
+            sys.exit(f"hooks failed: {errors}")
+        trees.append(hookbed.snapshot(rootfs))
+        bed.discard()
+    lines = hookbed.diff(*trees)
+    if lines:
+        sys.exit("the two hook sets leave different trees:\n  " + "\n  ".join(lines))
 
 
 def main() -> int:
-    """Build the bundle, time every case, print the table."""
+    """Build the host and containers, time both sides, print the table and the targets."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--image", default="debian", choices=sorted(hookbed.IMAGES))
+    parser.add_argument(
+        "--python",
+        default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
+        help="interpreter our hook runs with (default: the system's, as on a node)",
+    )
     parser.add_argument(
         "--dir",
         default="/dev/shm" if os.path.isdir("/dev/shm") else None,
-        help="where to build the bundle (default /dev/shm: tmpfs like the e2e containerd root;"
-        " on this CI machine's ext4 each inode creation alone costs ~0.3 ms)",
+        help="where to build (default /dev/shm: tmpfs, like the e2e containerd root)",
     )
-    parser.add_argument("--hyperfine", action="store_true", help="time with hyperfine")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("run as root: update-ldcache chroots into the rootfs")
-    python = sys.executable
-    use_hf = args.hyperfine
-    if use_hf and shutil.which("hyperfine") is None:
-        sys.exit("--hyperfine: hyperfine is not installed (apt install hyperfine)")
+        sys.exit("run as root: device nodes, mounts, chroot")
+    if not (hookbed.ANCHORS / "nvidia-cdi-hook").exists():
+        # As bench/nvidia_ctk_parity.py: the anchor is never part of `make test`.
+        print(f"bench/hook.py: skipped: no {hookbed.ANCHORS}/nvidia-cdi-hook (set GPU_CDI_ANCHORS)")
+        return 0
+    hookbed.private_mount_namespace()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        rootfs, state = build_bundle(Path(tmp))
-        fs = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True)
-        print(f"timing: {'hyperfine' if use_hf else 'interleaved spawn loop'}, {args.runs} runs, "
-              f"rootfs on {tmp} ({fs.stdout.strip()}), python {python}")  # fmt: skip
-        all_cases = cases(python)
-        if use_hf:
-            prepare = reset_script(rootfs)
-            out = Path(tmp) / "hf.json"
-            results = {
-                label: hyperfine(shell(argvs, state), prepare, args.runs, out)
-                for label, argvs in all_cases
+        work = Path(tmp)
+        host = hookbed.build_host("dgx-a100", work)
+        our_spec, their_spec = hookbed.our_spec(host, args.python), hookbed.nvidia_spec(host)
+        launcher = rss_launcher(work)
+        with hookbed.driver_of(host):
+            beds = {}
+            for label, names in CASES.items():
+                ours, theirs = hookbed.inject(our_spec, names), hookbed.inject(their_spec, names)
+                bed = hookbed.Bed(work / label.replace(" ", "-"), args.image, host, ours)
+                check_same(bed, ours, theirs)
+                beds[label] = (bed, ours, theirs)
+            times: dict[tuple[str, str], list[float]] = {}
+            cpu: dict[tuple[str, str], list[float]] = {}
+            for rnd in range(args.runs + 3):
+                for label, (bed, ours, theirs) in beds.items():
+                    for side, injected in (("ours", ours), ("nvidia", theirs)):
+                        bed.fresh()
+                        took, cpus, errors = bed.run_hooks(injected)
+                        bed.discard()
+                        if errors:
+                            sys.exit(f"{side} hooks failed: {errors}")
+                        if rnd >= 3:  # warm-up rounds
+                            times.setdefault((label, side), []).append(took * 1000)
+                            cpu.setdefault((label, side), []).append(sum(cpus) * 1000)
+            rss = {
+                (label, side): peak_rss(bed, injected, launcher)
+                for label, (bed, ours, theirs) in beds.items()
+                for side, injected in (("ours", ours), ("nvidia", theirs))
             }
-        else:
-            results = interleaved(all_cases, state, rootfs, args.runs)
-    print(f"{'case':<56} {'median':>7} {'mean':>7} {'p90':>7} {'min':>7}  ms")
-    medians: dict[str, float] = {}
-    for label, times in results.items():
-        times.sort()
-        medians[label] = med = statistics.median(times)
-        p90 = times[int(0.9 * (len(times) - 1))]
-        print(f"{label:<56} {med:7.1f} {statistics.mean(times):7.1f} {p90:7.1f} {times[0]:7.1f}")
-    bare = medians["python -c pass (bare start, with site)"]
-    merged = medians["common hook: 4 actions merged, 1 process"]
-    total = medians["ONE-GPU CONTAINER, default: 1 process (DRM links in it)"]
-    print(f"target: merged hook <= 2x bare python: {merged:.1f} / {bare:.1f} = "
-          f"{merged / bare:.2f}x {'OK' if merged <= 2 * bare else 'MISSED'}")  # fmt: skip
-    print(f"target: one-GPU container <= 15 ms: {total:.1f} ms "
-          f"{'OK' if total <= 15 else 'MISSED'}")  # fmt: skip
-    print("for comparison: nvidia-cdi-hook, the 7 hooks of a one-GPU spec: 36.4 ms mean (anchor)")
-    return 0
+    print(
+        f"{args.runs} interleaved runs per case, image {args.image}, rootfs on {args.dir},"
+        f" our hook run by {args.python}"
+    )
+    head = f"{'container':<10} {'side':<8} {'processes':>9} {'median':>8} {'p90':>8} {'min':>8}"
+    print(f"{head} {'CPU':>8} {'peak RSS':>9}   (wall time of all hooks; CPU: median)")
+    for label, (_, ours, theirs) in beds.items():
+        medians, mins, cpus = {}, {}, {}
+        for side, injected in (("ours", ours), ("nvidia", theirs)):
+            ms = sorted(times[(label, side)])
+            medians[side], mins[side] = statistics.median(ms), ms[0]
+            cpus[side] = statistics.median(cpu[(label, side)])
+            p90 = ms[int(0.9 * (len(ms) - 1))]
+            print(
+                f"{label:<10} {side:<8} {len(injected.argvs):>9} {medians[side]:>6.1f}ms"
+                f" {p90:>6.1f}ms {ms[0]:>6.1f}ms {cpus[side]:>6.1f}ms"
+                f" {rss[(label, side)] / 1024:>6.1f}MiB"
+            )
+        ratio = medians["ours"] / medians["nvidia"]
+        # Paired: both sides ran back to back in each round, under the same load.
+        pairs = zip(times[(label, "ours")], times[(label, "nvidia")], strict=True)
+        paired = statistics.median(a / b for a, b in pairs)
+        target = TARGETS[label]
+        print(
+            f"  {label}: ours/nvidia = {ratio:.2f}x median (target <= {target}x)"
+            f" {'OK' if ratio <= target else 'MISSED'}; {paired:.2f}x median of per-round"
+            f" ratios; {mins['ours'] / mins['nvidia']:.2f}x min;"
+            f" {cpus['ours'] / cpus['nvidia']:.2f}x CPU; hook processes {len(ours.argvs)}"
+            f" vs {len(theirs.argvs)}"
+        )
+    peak = max(v for (_, side), v in rss.items() if side == "ours")
+    print(
+        f"  peak RSS of gpu-cdi-hook: {peak / 1024:.1f} MiB (target <= {RSS_TARGET_KIB // 1024}"
+        f" MiB) {'OK' if peak <= RSS_TARGET_KIB else 'MISSED'}"
+    )
+    return 0  # targets are reported, not enforced: the machine is shared and noisy
 
 
 if __name__ == "__main__":

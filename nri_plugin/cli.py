@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS)
     parser.add_argument(
+        "--containerd-config",
+        metavar="FILE",
+        help="containerd's config file, to tell whether it resolves CDI names (default: "
+        "from the runtime's command line)",
+    )
+    parser.add_argument(
         "--host-root",
         metavar="DIR",
         help="where the host's / is mounted in this container, e.g. /host: device nodes are "
@@ -94,6 +100,7 @@ def load_config(args: argparse.Namespace) -> Config:
         "plugin_idx": args.plugin_idx,
         "metrics_port": args.metrics_port,
         "log_level": args.log_level,
+        "containerd_config": args.containerd_config,
         "host_root": args.host_root,
     }
     return with_flags(config, flags)
@@ -105,11 +112,13 @@ async def serve(config: Config) -> int:
     from nri_plugin.metrics import Metrics, MetricsServer
     from nri_plugin.plugin import GpuCdiPlugin, log_refresh
     from nri_plugin.protocol import ConnectionClosed, ProtocolError, Stub
+    from nri_plugin.runtime_cdi import RuntimeProbe
 
     log = logging.getLogger("gpu_cdi.nri")
     metrics = Metrics(enabled=config.metrics_port != 0)
     registry = Registry(config.spec_dirs, auto_refresh=True, on_refresh=log_refresh)
-    plugin = GpuCdiPlugin(config, registry, metrics)
+    probe = RuntimeProbe(config.containerd_config, host_root=config.host_root)
+    plugin = GpuCdiPlugin(config, registry, metrics, probe)
     stub = Stub(
         plugin,
         name=config.plugin_name,
@@ -117,6 +126,7 @@ async def serve(config: Config) -> int:
         socket_path=config.socket,
         max_backoff=config.reconnect_seconds,
     )
+    probe.runtime_pid = lambda: stub.peer_pid
     server = None
     if config.metrics_port:
         server = MetricsServer(

@@ -47,6 +47,8 @@ class Config:
     metrics_address: str = "127.0.0.1"
     log_level: str = "info"
     reconnect_seconds: float = 2.0
+    # containerd's config file as the plugin sees it (None: found from the runtime's process)
+    containerd_config: str | None = None
     host_root: str = "/"  # where the host's / is mounted (a container's /host)
     policy: Policy = attrs.field(factory=Policy)
 
@@ -180,6 +182,7 @@ _TOP_KEYS = (
     "metrics_address",
     "log_level",
     "reconnect_seconds",
+    "containerd_config",
     "host_root",
     "policy",
 )

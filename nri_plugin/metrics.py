@@ -94,7 +94,7 @@ class Metrics:
             self._devices.inc(devices)
 
     def error(self, reason: str) -> None:
-        """A container was failed for `reason` (request, policy, unknown-device, host)."""
+        """A container was failed for `reason` (request, policy, unknown_device, host, runtime)."""
         if self.enabled:
             self._errors.labels(reason).inc()
 

@@ -5,7 +5,10 @@ Delivery modes (docs/nri-plugin.md, "Modes"):
   as an adjustment. Works on every NRI runtime (containerd 1.7.0+).
 - `native`: the adjustment carries the CDI names; the runtime resolves them. Only runtimes
   that honour NRI's CDI_devices field: containerd >= 1.7.30 (1.7 line) and >= 2.1.
-- `auto` picks one of them from the runtime name and version sent in Configure.
+- `auto` picks native only when the runtime will resolve the names: its version carries them
+  and its own CDI support is on and reads the plugin's spec dirs (`nri_plugin.runtime_cdi`
+  reads containerd's config); else resolve. An explicit `native` on a runtime that evidently
+  cannot resolve them fails each request with one line naming the setting to change.
 
 A bad request fails only its container: the handler raises RpcError, which the runtime
 returns to the CRI caller; the plugin carries on with the next container.
@@ -14,7 +17,6 @@ returns to the CRI caller; the plugin carries on with the next container.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 
@@ -30,42 +32,14 @@ from nri_plugin.metrics import Metrics
 from nri_plugin.policy import PolicyError, check, env_counts, runtime_handled
 from nri_plugin.protocol import Code, Plugin, RpcError, api
 from nri_plugin.requests import Request, RequestError, container_requests
+from nri_plugin.runtime_cdi import RuntimeProbe, choose_mode, restricts_annotations
 
 log = logging.getLogger("gpu_cdi.nri")
 
-# Version ranges [first, end) whose NRI adaptation hands CDI_devices to a CDI injector.
-NATIVE_CDI_VERSIONS: Mapping[str, tuple[tuple[tuple[int, int, int], tuple[int, int, int]], ...]] = {
-    "containerd": (((1, 7, 30), (2, 0, 0)), ((2, 1, 0), (999, 0, 0))),
-}
-_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 _CACHE_LIMIT = 4096
 # Keys the runtime's drop-in config (pre-installed plugins) may set; the others describe how
 # the process starts and are fixed by then.
 _DROP_IN_KEYS = frozenset({"mode", "env_kind", "void_visible_devices", "policy", "log_level"})
-
-
-def parse_version(version: str) -> tuple[int, int, int] | None:
-    """(major, minor, patch) from versions like `1.7.24~ds1` or `v2.1.0-rc.1`, else None."""
-    match = _VERSION.match(version.strip())
-    if match is None:
-        return None
-    return int(match[1]), int(match[2]), int(match[3] or 0)
-
-
-def choose_mode(setting: str, runtime_name: str, runtime_version: str) -> tuple[str, str]:
-    """The delivery mode for a runtime, and why (for the log)."""
-    if setting != "auto":
-        return setting, f"mode {setting} set by configuration"
-    runtime = f"{runtime_name} {runtime_version}".strip() or "an unnamed runtime"
-    ranges = NATIVE_CDI_VERSIONS.get(runtime_name)
-    version = parse_version(runtime_version)
-    if ranges is None or version is None:
-        return "resolve", f"{runtime} is not known to take CDI names over NRI"
-    for first, end in ranges:
-        if first <= version < end:
-            return "native", f"{runtime} resolves CDI names handed over NRI"
-    firsts = " or ".join(".".join(map(str, first)) for first, _ in ranges)
-    return "resolve", f"{runtime} drops CDI names handed over NRI (needs >= {firsts})"
 
 
 def is_privileged(container: api.Container) -> bool:
@@ -109,16 +83,26 @@ _BAD_REQUEST = _Failure(Code.INVALID_ARGUMENT, "request")
 _DENIED = _Failure(Code.PERMISSION_DENIED, "policy")
 _UNKNOWN = _Failure(Code.NOT_FOUND, "unknown_device")
 _HOST = _Failure(Code.FAILED_PRECONDITION, "host")
+_RUNTIME = _Failure(Code.FAILED_PRECONDITION, "runtime")
 
 
 class GpuCdiPlugin(Plugin):
     """NRI plugin giving containers the CDI devices they request (see the module docstring)."""
 
-    def __init__(self, config: Config, registry: Registry, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        metrics: Metrics | None = None,
+        probe: RuntimeProbe | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.metrics = metrics or Metrics(enabled=False)
+        self.probe = probe or RuntimeProbe(config.containerd_config, host_root=config.host_root)
         self.mode = "resolve" if config.mode == "auto" else config.mode
+        # native mode on a runtime that cannot resolve the names: why each request fails
+        self.refusal: str | None = None
         self.runtime = ""
         # (names, void) -> (response, log tail), valid for one registry snapshot only
         self._cache: dict[
@@ -138,10 +122,24 @@ class GpuCdiPlugin(Plugin):
         self._cache.clear()  # adjustments depend on the mode
         if request.config.strip():
             self.config = drop_in_config(self.config, request.config)
-        self.mode, why = choose_mode(
-            self.config.mode, request.runtime_name, request.runtime_version
+        kinds = {name.partition("=")[0] for name in self._current_snapshot().devices}
+        choice = choose_mode(
+            self.config.mode,
+            request.runtime_name,
+            request.runtime_version,
+            self.config.spec_dirs,
+            self.probe,
+            restricts_annotations(self.config.policy, kinds),
         )
-        log.info("%s", _logfmt(msg="configured", runtime=self.runtime, mode=self.mode, why=why))
+        self.mode, self.refusal = choice.mode, choice.refusal
+        level = logging.INFO if choice.refusal is None else logging.ERROR
+        log.log(
+            level,
+            "%s",
+            _logfmt(msg="configured", runtime=self.runtime, mode=self.mode, why=choice.why),
+        )
+        for warning in choice.warnings:
+            log.warning("%s", _logfmt(msg="policy bypass", warning=warning))
         return None
 
     async def create_container(
@@ -210,6 +208,8 @@ class GpuCdiPlugin(Plugin):
                     # the runtime injected everything; a legacy hook must still stay away
                     return _VOID_ONLY if config.void_visible_devices else None
 
+        if self.refusal is not None and self.mode == "native":
+            raise self._fail(_RUNTIME, pod, container, self.refusal)
         names = tuple(r.name for r in requests)
         void = config.void_visible_devices
         key = (names, void)

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from cdi.hook.rootfs import Rootfs
+    from cdi.hook.state import Container
 
-    Bound = Callable[[Rootfs], object]
+    Bound = Callable[[Rootfs, Container], object]
 
 PROG = "gpu-cdi-hook"
 DEFAULT_LDCONFIG = "/sbin/ldconfig"
@@ -28,6 +29,7 @@ FLAGS: dict[str, dict[str, bool]] = {
     "update-ldcache": {"--folder": True, "--ldconfig-path": False},
     "enable-cuda-compat": {"--host-driver-version": False},
     "disable-device-node-modification": {},
+    "update-application-profile": {},
     "chmod": {"--mode": False, "--path": True},
 }
 
@@ -36,12 +38,13 @@ Runs as an OCI createContainer hook: reads the container state on stdin and acts
 container's rootfs. Several actions may follow each other in one call; they run in order.
 actions:
   create-symlinks --link TARGET::LINK ...           ln -sf TARGET LINK
-                  --link-if-target TARGET::LINK ... the same, only if TARGET exists in the
-                                                    container (per-GPU DRM by-path links)
+                  --link-if-target TARGET::LINK ... the same, only if TARGET is one of the
+                                                    container's device nodes (DRM by-path links)
   update-ldcache --folder DIR ... [--ldconfig-path P]  add DIRs to ld.so.conf.d, run ldconfig
   enable-cuda-compat --host-driver-version V        use /usr/local/cuda/compat if newer
   disable-device-node-modification                  ModifyDeviceFiles: 0 for the container
-  chmod --mode MODE --path PATH ...                 chmod inside the rootfs
+  update-application-profile                        EGL/Vulkan see only the container's GPUs
+  chmod --mode MODE --path PATH ...                 chmod inside the rootfs (if present)
 """
 
 
@@ -132,28 +135,30 @@ def bind(step: Step) -> tuple[str, Bound]:
         links = [_link(step, "--link", v) for v in opts.get("--link", [])]
         flag = "--link-if-target"
         optional = [_link(step, flag, v) for v in opts.get(flag, [])]
-        return name, lambda root: actions.create_symlinks(root, links, optional)
+        return name, lambda root, c: actions.create_symlinks(root, c, links, optional)
     if name == "update-ldcache":
         folders = [_abs(step, "--folder", v) for v in opts.get("--folder", [])]
         ldconfig = opts.get("--ldconfig-path", [DEFAULT_LDCONFIG])[0]
-        if not ldconfig.startswith("/"):
+        if not ldconfig.startswith("/") or "\0" in ldconfig:
             raise UsageError(f"{name}: --ldconfig-path {ldconfig!r} is not an absolute host path")
-        return name, lambda root: actions.update_ldcache(root, folders, ldconfig)
+        return name, lambda root, c: actions.update_ldcache(root, folders, ldconfig)
     if name == "enable-cuda-compat":
         version = _one(step, "--host-driver-version")
         try:
             actions.driver_major(version)
         except Exception as err:
             raise UsageError(str(err)) from None
-        return name, lambda root: actions.enable_cuda_compat(root, version)
+        return name, lambda root, c: actions.enable_cuda_compat(root, version)
     if name == "disable-device-node-modification":
-        return name, actions.disable_device_node_modification
+        return name, lambda root, c: actions.disable_device_node_modification(root)
+    if name == "update-application-profile":
+        return name, actions.update_application_profile
     if name == "chmod":
         mode = _mode(step, _one(step, "--mode"))
         paths = [_abs(step, "--path", v) for v in opts.get("--path", [])]
         if not paths:
             raise UsageError(f"{name}: flag --path is required")
-        return name, lambda root: actions.chmod(root, mode, paths)
+        return name, lambda root, c: actions.chmod(root, mode, paths)
     raise UsageError(f"unknown action {name!r}")  # unreachable: split_steps checked it
 
 

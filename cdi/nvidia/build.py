@@ -2,9 +2,10 @@
 output.
 
 What goes where follows nvidia-ctk 1.20.0 (see docs/generator.md): control nodes, driver files
-and hooks in the spec-wide edits; per device its /dev/nvidiaN, DRM or MIG cap nodes, DRM
-by-path links and additionalGids; a merged `all`. The spec's cdiVersion is the minimum its
-content needs (the CDI core's rules, `cdi.version`).
+and hooks in the spec-wide edits; per device its /dev/nvidiaN, DRM or MIG cap nodes and
+additionalGids; a merged `all`. The hook actions of the devices (DRM by-path links) join the
+common hook: one hook process per container. The spec's cdiVersion is the minimum its content
+needs (the CDI core's rules, `cdi.version`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ HOOKS = (
     "enable-cuda-compat",
     "update-ldcache",
     "disable-device-node-modification",
+    "update-application-profile",
     "chmod",
 )
 DEFAULT_HOOKS = frozenset(HOOKS) - {"chmod"}
@@ -170,13 +172,13 @@ def _hooks(opts: Options, actions: list[list[str]]) -> list[Hook]:
     return [Hook(HOOK_STAGE, opts.hook_path, [program, *group], HOOK_ENV) for group in groups]
 
 
-def _links_args(links: Iterable[tuple[str, str]]) -> list[str]:
+def _links_args(links: Iterable[tuple[str, str]], flag: str = "--link") -> list[str]:
     args: list[str] = []
     seen: set[tuple[str, str]] = set()
     for link in sorted(links, key=lambda pair: (pair[1], pair[0])):
         if link not in seen:
             seen.add(link)
-            args += ["--link", f"{link[0]}::{link[1]}"]
+            args += [flag, f"{link[0]}::{link[1]}"]
     return args
 
 
@@ -263,6 +265,7 @@ def _common_edits(inv: Inventory, opts: Options) -> _Edits:
     if opts.mode == "nvml":
         # Management containers are the ones allowed to create device nodes.
         edits.add_action(opts, "disable-device-node-modification", [])
+        edits.add_action(opts, "update-application-profile", [])
     return edits
 
 
@@ -294,7 +297,8 @@ def _gpu_edits(
         (link.target, link.path) for link in gpu.by_path if os.path.basename(link.target) in present
     ]
     if links:
-        edits.add_action(opts, "create-symlinks", _links_args(links))
+        # Made by the common hook only in containers given these nodes (see build()).
+        edits.add_action(opts, "create-symlinks", _links_args(links, "--link-if-target"))
     if drm:
         edits.add_action(opts, "chmod", ["--mode", "755", "--path", "/dev/dri"])
     return edits
@@ -415,6 +419,11 @@ def build(inv: Inventory, opts: Options) -> Built:
     else:
         found = _imex_devices(inv, opts)
     always_host_path = opts.mode == "imex"
+    # One hook process per container: the devices' actions (DRM by-path links, chmod) join the
+    # common hook, which derives from the container's device nodes what applies to it.
+    device_actions = [action for device in found for action in device.edits.actions]
+    for device in found:
+        device.edits.actions = []
     devices: list[Device] = []
     for device in found:
         edits = device.edits.to_model(inv, opts, always_host_path)
@@ -424,10 +433,10 @@ def build(inv: Inventory, opts: Options) -> Built:
         merged = _Edits()
         for device in found:
             merged.merge(device.edits)
-        merged.actions = _merge_actions(merged.actions)
         devices.append(Device("all", merged.to_model(inv, opts, always_host_path)))
     devices.sort(key=lambda device: device.name.encode())
     common = _common_edits(inv, opts)
+    common.actions = _merge_actions(common.actions + device_actions)
     spec = Spec("", f"{opts.vendor}/{opts.cls}", devices, common.to_model(inv, opts))
     version, reason = minimum_requirement(spec)
     gids = sorted(

@@ -31,14 +31,14 @@ class GenprotoError(Exception):
     """protoc failed, or a source .proto is missing."""
 
 
-def generate(out_dir: Path) -> dict[str, str]:
-    """Run protoc on specs/nri into `out_dir`; return {file name in gen/: content}."""
+def generate(out_dir: Path, protos: tuple[str, ...] = PROTOS) -> dict[str, str]:
+    """Run protoc on `protos` (under specs/) into `out_dir`; return {name in gen/: content}."""
     # grpcio-tools is a development dependency only, hence the late import.
     import grpc_tools  # type: ignore[import-untyped]
     from grpc_tools import protoc
 
     well_known = Path(grpc_tools.__file__).resolve().parent / "_proto"
-    for proto in PROTOS:
+    for proto in protos:
         if not (SPEC_ROOT / proto).is_file():
             raise GenprotoError(f"missing {SPEC_ROOT / proto}")
     args = [
@@ -47,12 +47,12 @@ def generate(out_dir: Path) -> dict[str, str]:
         f"-I{well_known}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
-        *PROTOS,
+        *protos,
     ]
     if protoc.main(args) != 0:
         raise GenprotoError(f"protoc failed: {' '.join(args)}")
     files = {"__init__.py": GEN_INIT}
-    for proto in PROTOS:
+    for proto in protos:
         stem = Path(proto).with_suffix("")
         for ext in ("_pb2.py", "_pb2.pyi"):
             produced = out_dir / f"{stem}{ext}"
@@ -67,10 +67,10 @@ def normalized(text: str) -> str:
     )
 
 
-def stale_files(gen_dir: Path = GEN_DIR) -> list[str]:
+def stale_files(gen_dir: Path = GEN_DIR, protos: tuple[str, ...] = PROTOS) -> list[str]:
     """Names of files in gen/ that differ from what protoc produces now (or are missing)."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
+        fresh = generate(Path(tmp), protos)
     stale = []
     for name, content in sorted(fresh.items()):
         path = gen_dir / name
@@ -81,11 +81,11 @@ def stale_files(gen_dir: Path = GEN_DIR) -> list[str]:
     return stale
 
 
-def write(gen_dir: Path = GEN_DIR) -> list[str]:
+def write(gen_dir: Path = GEN_DIR, protos: tuple[str, ...] = PROTOS) -> list[str]:
     """Regenerate gen/; returns the names of the files written."""
     gen_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
+        fresh = generate(Path(tmp), protos)
     for name, content in fresh.items():
         target = gen_dir / name
         tmp_path = target.with_name(f".{name}.tmp")

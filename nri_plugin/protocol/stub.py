@@ -263,6 +263,11 @@ class Stub:
         """Whether the runtime launched us with an inherited socket."""
         return self._preinstalled
 
+    @property
+    def peer_pid(self) -> int | None:
+        """The runtime's pid, from the current connection (None without one, or unknown)."""
+        return self._transport.peer_pid if self._transport is not None else None
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> None:

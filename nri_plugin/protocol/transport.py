@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
@@ -84,6 +85,22 @@ class NriTransport(asyncio.Protocol):
         sock.setblocking(False)
         _, proto = await loop.create_unix_connection(lambda: cls(handler), sock=sock)
         return proto
+
+    @property
+    def peer_pid(self) -> int | None:
+        """The pid of the process at the other end (SO_PEERCRED), None when unknown.
+
+        0 (a peer outside this pid namespace) is unknown too.
+        """
+        sock = self._transport.get_extra_info("socket") if self._transport else None
+        if sock is None or sock.family != socket.AF_UNIX:
+            return None
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        except OSError:
+            return None
+        pid: int = struct.unpack("3i", creds)[0]
+        return pid or None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 

@@ -62,16 +62,16 @@ def test_strict_validation_catches_a_typo(tmp_path: Path) -> None:
 def test_daemonset_runs_generate_then_plugin_with_minimal_privileges() -> None:
     spec = _daemonset()["spec"]["template"]["spec"]
     (init,) = spec["initContainers"]
-    (main,) = spec["containers"]
+    main, device_plugin = spec["containers"]
     assert init["command"][:2] == ["gpu-cdi", "generate"]
     assert "--output=/var/run/cdi/nvidia.yaml" in init["command"]
     assert main["command"][0] == "gpu-cdi-nri"
     mounts = {m["mountPath"]: m for m in main["volumeMounts"]}
     assert "/var/run/nri" in mounts
     assert mounts["/etc/cdi"]["readOnly"] and mounts["/var/run/cdi"]["readOnly"]
-    # Both read the node through its / mounted read-only at /host, and say so with --host-root.
+    # All read the node through its / mounted read-only at /host, and say so with --host-root.
     volumes = {v["name"]: v for v in spec["volumes"]}
-    for container in (init, main):
+    for container in (init, main, device_plugin):
         assert "--host-root=/host" in container["command"]
         (host,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/host"]
         assert host["readOnly"] is True
@@ -79,12 +79,18 @@ def test_daemonset_runs_generate_then_plugin_with_minimal_privileges() -> None:
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True
         assert container["resources"]["limits"]["memory"]
-    # Only the generator is privileged: NVML must open /dev/nvidiactl and /dev/nvidiaN.
+    # Only the generator is privileged: NVML must open /dev/nvidiactl and /dev/nvidiaN. The
+    # device plugin gets its GPUs from gpu-cdi-nri, as pods do.
     assert init["securityContext"]["privileged"] is True
-    sc = main["securityContext"]
-    assert sc["capabilities"]["drop"] == ["ALL"]
-    assert sc["allowPrivilegeEscalation"] is False
-    assert "privileged" not in sc
+    for container in (main, device_plugin):
+        sc = container["securityContext"]
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert "privileged" not in sc
+    assert device_plugin["command"][0] == "gpu-cdi-device-plugin"
+    assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"} in device_plugin["env"]
+    mounts = {m["mountPath"] for m in device_plugin["volumeMounts"]}
+    assert mounts == {"/var/lib/kubelet/device-plugins", "/host"}
     assert main["livenessProbe"] and main["readinessProbe"]
     assert spec["automountServiceAccountToken"] is False
 
@@ -92,13 +98,15 @@ def test_daemonset_runs_generate_then_plugin_with_minimal_privileges() -> None:
 def test_daemonset_commands_parse_with_our_clis() -> None:
     # The manifest's flags must be flags our programs really have.
     from cdi.cli import build_parser
+    from device_plugin.cli import parse_settings
     from nri_plugin.cli import build_parser as nri_parser
 
     spec = _daemonset()["spec"]["template"]["spec"]
     build_parser().parse_args(spec["initContainers"][0]["command"][1:])
-    main = spec["containers"][0]
+    main, device_plugin = spec["containers"]
     nri_parser().parse_args(main["command"][1:])
     nri_parser().parse_args(main["livenessProbe"]["exec"]["command"][1:])
+    parse_settings(device_plugin["command"][1:])
 
 
 def _units(tmp_path: Path) -> list[Path]:
@@ -121,6 +129,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         "gpu-cdi-generate.service",
         "gpu-cdi-generate.path",
         "gpu-cdi-nri.service",
+        "gpu-cdi-device-plugin.service",
     }
     out = subprocess.run(
         [tool, "verify", "--man=no", *map(str, units)], capture_output=True, text=True, check=False
@@ -139,9 +148,12 @@ def test_systemd_verify_catches_a_bad_unit(tmp_path: Path) -> None:
     assert "restart specifier" in out.stderr
 
 
-@pytest.mark.parametrize("unit", ["gpu-cdi-generate.service", "gpu-cdi-nri.service"])
+@pytest.mark.parametrize(
+    "unit", ["gpu-cdi-generate.service", "gpu-cdi-nri.service", "gpu-cdi-device-plugin.service"]
+)
 def test_unit_commands_parse_with_our_clis(unit: str) -> None:
     from cdi.cli import build_parser
+    from device_plugin.cli import parse_settings
     from nri_plugin.cli import build_parser as nri_parser
 
     line = next(
@@ -150,5 +162,8 @@ def test_unit_commands_parse_with_our_clis(unit: str) -> None:
         if ln.startswith("ExecStart=")
     )
     argv = line.removeprefix("ExecStart=").split()
+    if argv[0].endswith("/gpu-cdi-device-plugin"):
+        parse_settings(argv[1:])
+        return
     parser = build_parser() if argv[0].endswith("/gpu-cdi") else nri_parser()
     parser.parse_args(argv[1:])

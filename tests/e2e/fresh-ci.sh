@@ -21,7 +21,7 @@ log() { printf '[fresh-ci] %s\n' "$*" >&2; }
 if [ "${FRESH_RESET:-0}" = 1 ]; then rm -rf "$R"; fi
 if [ ! -x "$R/usr/bin/apt-get" ]; then
   command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap >/dev/null
-  mirror=$(bash -c ". '$REPO/tests/e2e/trixie-apt.sh'; _tx_mirror_uri")
+  mirror=$(bash -c ". '$REPO/tests/e2e/debian-apt.sh'; debian_mirror_uri")
   log "debootstrap bookworm (minbase) from $mirror into $R"
   mkdir -p "$FRESH_DIR"
   debootstrap --variant=minbase bookworm "$R" "$mirror" >"$FRESH_DIR/debootstrap.log" 2>&1

@@ -1,4 +1,4 @@
-"""A private containerd 1.7 (Debian trixie build) with NRI and CDI, for end-to-end tests.
+"""A private containerd (1.7.24 from trixie or 2.1 from sid) with NRI and CDI, for e2e tests.
 
 Each `Containerd` owns one directory, /run/gpu-cdi-e2e/<pid>-<random>/, with a tmpfs mounted
 on it (root and state in RAM: no fsync noise in latency numbers, nothing left on disk), so
@@ -59,6 +59,9 @@ def has_cap_sys_resource() -> bool:
 class ContainerdConfig:
     """What varies between test setups; every field maps to one containerd config entry."""
 
+    # containerd release line (tests/e2e/paths.CONTAINERD_VERSIONS): "1.7" (trixie's 1.7.24,
+    # config version 2) or "2.1" (sid's 2.1.x, config version 3)
+    version: str = "1.7"
     enable_cdi: bool = True
     # None: [<instance>/cdi]
     cdi_spec_dirs: tuple[str, ...] | None = None
@@ -77,15 +80,42 @@ class ContainerdConfig:
     start_timeout: float = 20.0
 
 
-def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+DISABLED_PLUGINS = (
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.zfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.tracing.processor.v1.otlp",
+    "io.containerd.internal.v1.tracing",
+)
 
 
-def _toml_bool(value: bool) -> str:
-    return "true" if value else "false"
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
 
 
-def _mountpoints_under(base: Path) -> list[str]:
+def toml_text(tree: Mapping[str, Any], path: tuple[str, ...] = ()) -> str:
+    """TOML for nested dicts of str/int/bool/list values (keys of sub-tables are quoted)."""
+    lines = [f"{key} = {_toml_value(v)}" for key, v in tree.items() if not isinstance(v, dict)]
+    out = "\n".join(lines) + "\n" if lines else ""
+    for key, sub in tree.items():
+        if isinstance(sub, dict):
+            sub_path = (*path, key)
+            header = ".".join(k if k.isidentifier() else _toml_value(k) for k in sub_path)
+            out += f"\n[{header}]\n" + toml_text(sub, sub_path)
+    return out
+
+
+def mountpoints_under(base: Path) -> list[str]:
+    """Mount points at or below `base`."""
     prefix = str(base).rstrip("/") + "/"
     found = []
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -96,7 +126,8 @@ def _mountpoints_under(base: Path) -> list[str]:
     return found
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,8 +137,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _procs_with_arg(needle: str) -> list[int]:
-    """Pids whose argv contains `needle` as one argument."""
+def procs_with_arg(needle: str, *, within: bool = False) -> list[int]:
+    """Pids whose argv contains `needle` as one argument (`within`: inside an argument)."""
     found = []
     want = needle.encode()
     for entry in os.listdir("/proc"):
@@ -118,14 +149,14 @@ def _procs_with_arg(needle: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if want in argv:
+        if want in argv or (within and any(want in arg for arg in argv)):
             found.append(int(entry))
     return found
 
 
 def _teardown_dir(base: Path, address: str, runc_root: Path) -> None:
     """Kill everything that belongs to an instance dir, unmount it and delete it."""
-    for pid in _procs_with_arg(str(base / "config.toml")):
+    for pid in procs_with_arg(str(base / "config.toml")):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     runc = shutil.which("runc") or "runc"
@@ -138,10 +169,10 @@ def _teardown_dir(base: Path, address: str, runc_root: Path) -> None:
                         capture_output=True,
                         timeout=30,
                     )
-    for pid in _procs_with_arg(address):
+    for pid in procs_with_arg(address):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    for mnt in sorted(_mountpoints_under(base), key=len, reverse=True):
+    for mnt in sorted(mountpoints_under(base), key=len, reverse=True):
         subprocess.run(["umount", "-l", mnt], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
@@ -153,7 +184,7 @@ def sweep_stale() -> list[Path]:
         return removed
     for d in BASE_ROOT.iterdir():
         owner = d.name.split("-", 1)[0]
-        if not owner.isdigit() or _pid_alive(int(owner)):
+        if not owner.isdigit() or pid_alive(int(owner)):
             continue
         _teardown_dir(d, str(d / "containerd.sock"), d / "runc")
         removed.append(d)
@@ -170,9 +201,9 @@ class Containerd:
     """
 
     def __init__(self, config: ContainerdConfig | None = None, **overrides: Any) -> None:
-        if msg := paths.missing_message():
-            raise HarnessError(msg)
         self.config = attrs.evolve(config or ContainerdConfig(), **overrides)
+        if msg := paths.missing_message(self.config.version):
+            raise HarnessError(msg)
         BASE_ROOT.mkdir(parents=True, exist_ok=True)
         sweep_stale()
         self.base = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=BASE_ROOT))
@@ -217,67 +248,81 @@ class Containerd:
         self._imported: set[str] = set()
 
     # -- config -----------------------------------------------------------------------------
-    def config_toml(self) -> str:
-        """The containerd config (version 2) for the current `config`."""
+    def config_tree(self) -> dict[str, Any]:
+        """The containerd config for the current `config`, as nested tables.
+
+        Version 2 (containerd 1.7) keeps every CRI setting in `io.containerd.grpc.v1.cri`;
+        version 3 (2.x) splits them into `io.containerd.cri.v1.runtime` (CDI, runtimes, CNI)
+        and `io.containerd.cri.v1.images` (snapshotter, sandbox image).
+        """
         c = self.config
         b = self.base
+        v3 = self.release.config_version == 3
         restrict = c.restrict_oom_score_adj
         if restrict is None:
             restrict = not has_cap_sys_resource()
-        cdi_dirs = c.cdi_spec_dirs if c.cdi_spec_dirs is not None else (str(self.cdi_dir),)
-        cdi_list = ", ".join(_toml_str(d) for d in cdi_dirs)
-        return f"""version = 2
-root = {_toml_str(str(self.root))}
-state = {_toml_str(str(self.state))}
-# not needed offline; fewer plugins = faster start
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing",
-]
+        cni_bin: dict[str, Any] = {"bin_dir": str(b / "cni" / "bin")}
+        if v3:  # bin_dir is deprecated there
+            cni_bin = {"bin_dirs": [cni_bin["bin_dir"]]}
+        runtime: dict[str, Any] = {
+            "enable_cdi": c.enable_cdi,
+            "cdi_spec_dirs": list(c.cdi_spec_dirs or (str(self.cdi_dir),)),
+            # without CAP_SYS_RESOURCE runc cannot give the pause container oom_score_adj -998
+            "restrict_oom_score_adj": restrict,
+            "cni": {**cni_bin, "conf_dir": str(b / "cni" / "net.d")},
+            "containerd": {
+                "default_runtime_name": "runc",
+                "runtimes": {
+                    "runc": {
+                        "runtime_type": "io.containerd.runc.v2",
+                        "pod_annotations": list(c.pod_annotations),
+                        "container_annotations": list(c.container_annotations),
+                        "options": {"SystemdCgroup": False, "Root": str(self.runc_root)},
+                    }
+                },
+            },
+        }
+        plugins: dict[str, Any] = {
+            "io.containerd.nri.v1.nri": {
+                "disable": not c.nri,
+                "disable_connections": c.nri_disable_connections,
+                "socket_path": self.nri_socket,
+                "plugin_path": str(self.plugin_dir),
+                "plugin_config_path": str(self.conf_dir),
+                "plugin_registration_timeout": c.plugin_registration_timeout,
+                "plugin_request_timeout": c.plugin_request_timeout,
+            },
+            "io.containerd.internal.v1.opt": {"path": str(b / "opt")},
+        }
+        if v3:
+            plugins["io.containerd.cri.v1.runtime"] = runtime
+            plugins["io.containerd.cri.v1.images"] = {
+                "snapshotter": "overlayfs",
+                "pinned_images": {"sandbox": c.sandbox_image},
+            }
+        else:
+            runtime["containerd"]["snapshotter"] = "overlayfs"
+            plugins["io.containerd.grpc.v1.cri"] = {"sandbox_image": c.sandbox_image, **runtime}
+        return {
+            "version": 3 if v3 else 2,
+            "root": str(self.root),
+            "state": str(self.state),
+            # not needed offline; fewer plugins = faster start
+            "disabled_plugins": list(DISABLED_PLUGINS),
+            "grpc": {"address": self.address},
+            "ttrpc": {"address": self.address + ".ttrpc"},
+            "debug": {"level": c.log_level},
+            "plugins": plugins,
+        }
 
-[grpc]
-  address = {_toml_str(self.address)}
+    def config_toml(self) -> str:
+        """The containerd config file text for the current `config`."""
+        return toml_text(self.config_tree())
 
-[ttrpc]
-  address = {_toml_str(self.address + ".ttrpc")}
-
-[debug]
-  level = {_toml_str(c.log_level)}
-
-[plugins]
-  [plugins."io.containerd.nri.v1.nri"]
-    disable = {_toml_bool(not c.nri)}
-    disable_connections = {_toml_bool(c.nri_disable_connections)}
-    socket_path = {_toml_str(self.nri_socket)}
-    plugin_path = {_toml_str(str(self.plugin_dir))}
-    plugin_config_path = {_toml_str(str(self.conf_dir))}
-    plugin_registration_timeout = {_toml_str(c.plugin_registration_timeout)}
-    plugin_request_timeout = {_toml_str(c.plugin_request_timeout)}
-
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = {_toml_str(c.sandbox_image)}
-    enable_cdi = {_toml_bool(c.enable_cdi)}
-    cdi_spec_dirs = [{cdi_list}]
-    # without CAP_SYS_RESOURCE runc cannot give the pause container oom_score_adj -998
-    restrict_oom_score_adj = {_toml_bool(restrict)}
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = {_toml_str(str(b / "cni" / "bin"))}
-      conf_dir = {_toml_str(str(b / "cni" / "net.d"))}
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "overlayfs"
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        pod_annotations = [{", ".join(_toml_str(a) for a in c.pod_annotations)}]
-        container_annotations = [{", ".join(_toml_str(a) for a in c.container_annotations)}]
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          SystemdCgroup = false
-          Root = {_toml_str(str(self.runc_root))}
-
-  [plugins."io.containerd.internal.v1.opt"]
-    path = {_toml_str(str(b / "opt"))}
-"""
+    @property
+    def release(self) -> paths.ContainerdRelease:
+        """Which containerd this is (binaries, config format), from `config.version`."""
+        return paths.containerd_release(self.config.version)
 
     # -- process ------------------------------------------------------------------------------
     @property
@@ -293,7 +338,7 @@ disabled_plugins = [
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "NRI_"))}
         # the shim binary is looked up on PATH next to containerd; runc comes from the host
-        env["PATH"] = f"{paths.CONTAINERD_BIN}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        env["PATH"] = f"{self.release.bin}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
         return env
 
     def log_text(self) -> str:
@@ -355,7 +400,7 @@ disabled_plugins = [
                 os.unlink(sock)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(paths.CONTAINERD_BIN / "containerd"), "--config", str(self.config_path)],
+                [str(self.release.bin / "containerd"), "--config", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -412,7 +457,7 @@ disabled_plugins = [
         self, *args: str, namespace: str = "k8s.io", check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run `ctr -a <address> -n <namespace> ARGS`; raises HarnessError when check fails."""
-        argv = [str(paths.CONTAINERD_BIN / "ctr"), "-a", self.address, "-n", namespace, *args]
+        argv = [str(self.release.bin / "ctr"), "-a", self.address, "-n", namespace, *args]
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self._env())
         if check and r.returncode != 0:
             raise self._fail(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
@@ -508,7 +553,7 @@ disabled_plugins = [
     def shim_pids(self) -> list[int]:
         """Pids of containerd-shim processes serving this instance (matched by -address)."""
         pids = []
-        for pid in _procs_with_arg(self.address):
+        for pid in procs_with_arg(self.address):
             with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"containerd-shim" in f.read().split(b"\0")[0]:
                     pids.append(pid)

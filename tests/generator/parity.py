@@ -5,10 +5,18 @@ effect: which links are made, which folders go into the ld cache, and so on. The
 and its argument spelling may differ (`nvidia-cdi-hook create-symlinks --link A` vs
 `gpu-cdi-hook create-symlinks --link A`, `--flag=value` vs `--flag value`, one call per action vs
 one chained call). What nvidia-ctk does and we deliberately do not is listed in KNOWN_DIFFERENCES.
+
+Effects are those in a container given the device: gpu-cdi-hook's common hook carries every
+GPU's DRM by-path links as `--link-if-target`, made only when the container has the target
+node, where nvidia-ctk puts a `create-symlinks --link` hook in each device; and both skip a
+chmod path the container lacks. So a device's hook effects are what the common hooks and its
+own do in a container with the common and its own device nodes, minus what the common hooks do
+in a container without it.
 """
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 ACTIONS = (
@@ -19,9 +27,7 @@ ACTIONS = (
     "update-application-profile",
     "chmod",
 )
-# nvidia-ctk 1.20.0 writes an EGL application profile (update-application-profile); gpu-cdi-hook
-# has no such action yet, so that effect is expected to be missing from our specs.
-KNOWN_DIFFERENCES = frozenset(("update-application-profile",))
+KNOWN_DIFFERENCES: frozenset[str] = frozenset()
 
 
 def hook_effects(hooks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,8 +60,36 @@ def hook_effects(hooks: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: v for k, v in effects.items() if k not in KNOWN_DIFFERENCES}
 
 
-def normalize_edits(edits: dict[str, Any]) -> dict[str, Any]:
-    """Edits with lists sorted and hooks reduced to their effect."""
+def _in_container(effects: dict[str, Any], nodes: set[str]) -> dict[str, set[Any]]:
+    """Effects as they play out in a container with device `nodes`: conditional links made
+    when their target is one of the nodes, chmod of paths that exist."""
+    out: dict[str, set[Any]] = {}
+    for action, items in effects.items():
+        kept = set()
+        for flag, value in items:
+            if flag == "--link-if-target":
+                target, _, link = value.partition("::")
+                if posixpath.normpath(posixpath.join(posixpath.dirname(link), target)) in nodes:
+                    kept.add(("--link", value))
+            elif action == "chmod" and flag == "--path":
+                if any(n == value or n.startswith(value.rstrip("/") + "/") for n in nodes):
+                    kept.add((flag, value))
+            else:
+                kept.add((flag, value))
+        if action == "chmod" and not any(flag == "--path" for flag, _ in kept):
+            continue  # nothing left to chmod in this container
+        if kept:
+            out[action] = kept
+    return out
+
+
+def _node_paths(edits: dict[str, Any]) -> set[str]:
+    return {node["path"] for node in edits.get("deviceNodes", [])}
+
+
+def normalize_edits(edits: dict[str, Any], common: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Edits with lists sorted and hooks reduced to their effect in a container: the spec's own
+    edits alone, or (`common` given) a device's, net of what the common edits do anyway."""
     out: dict[str, Any] = {}
     if edits.get("env"):
         out["env"] = sorted(edits["env"])
@@ -65,7 +99,14 @@ def normalize_edits(edits: dict[str, Any]) -> dict[str, Any]:
         out["mounts"] = sorted(edits["mounts"], key=lambda m: m["containerPath"])
     if edits.get("additionalGids"):
         out["additionalGids"] = sorted(edits["additionalGids"])
-    effects = hook_effects(edits.get("hooks", []))
+    if common is None:
+        effects = _in_container(hook_effects(edits.get("hooks", [])), _node_paths(edits))
+    else:
+        alone = _in_container(hook_effects(common.get("hooks", [])), _node_paths(common))
+        hooks = common.get("hooks", []) + edits.get("hooks", [])
+        both = _in_container(hook_effects(hooks), _node_paths(common) | _node_paths(edits))
+        effects = {a: v - alone.get(a, set()) for a, v in both.items()}
+        effects = {a: v for a, v in effects.items() if v}
     if effects:
         out["hooks"] = effects
     rest = set(edits) - {"env", "deviceNodes", "mounts", "additionalGids", "hooks"}
@@ -77,10 +118,12 @@ def normalize_edits(edits: dict[str, Any]) -> dict[str, Any]:
 def normalize(spec: dict[str, Any]) -> dict[str, Any]:
     """A whole spec, normalized for comparison."""
     out = {k: v for k, v in spec.items() if k not in ("devices", "containerEdits")}
+    common = spec.get("containerEdits", {})
     out["devices"] = {
-        device["name"]: normalize_edits(device["containerEdits"]) for device in spec["devices"]
+        device["name"]: normalize_edits(device["containerEdits"], common)
+        for device in spec["devices"]
     }
-    out["containerEdits"] = normalize_edits(spec.get("containerEdits", {}))
+    out["containerEdits"] = normalize_edits(common)
     return out
 
 

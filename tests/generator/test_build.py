@@ -88,7 +88,10 @@ def test_hooks_chained_by_default_and_split_on_request() -> None:
         "enable-cuda-compat",
         "update-ldcache",
         "disable-device-node-modification",
+        "update-application-profile",
     ]
+    # One hook process per container: no device has hooks of its own.
+    assert all("hooks" not in edits for edits in devices(chained).values())
     split = b.build(host, b.Options(hook_per_action=True))
     assert [h["args"][1] for h in data(split)["containerEdits"]["hooks"]] == actions
     assert parity.hook_effects(data(split)["containerEdits"]["hooks"]) == parity.hook_effects(
@@ -102,8 +105,13 @@ def test_disable_and_enable_hooks() -> None:
     assert "hooks" not in data(none)["containerEdits"]
     assert all("hooks" not in e for e in devices(none).values())
     chmod = b.build(host, b.Options(hooks=b.DEFAULT_HOOKS | {"chmod"}))
-    effects = parity.hook_effects(devices(chmod)["0"]["hooks"])  # type: ignore[arg-type]
+    # In the common hook, done in containers that have /dev/dri (as nvidia-ctk's per-GPU hook).
+    (hook,) = data(chmod)["containerEdits"]["hooks"]
+    assert hook["args"][-5:] == ["chmod", "--mode", "755", "--path", "/dev/dri"]
+    effects = parity.normalize(data(chmod))["devices"]["0"]["hooks"]
     assert effects["chmod"] == {("--mode", "755"), ("--path", "/dev/dri")}
+    off = b.build(host, b.Options(hooks=b.DEFAULT_HOOKS - {"update-application-profile"}))
+    assert "update-application-profile" not in data(off)["containerEdits"]["hooks"][0]["args"]
 
 
 def test_driver_root_and_dev_root_become_host_paths() -> None:

@@ -52,14 +52,17 @@ def test_gpu_cdi_hook_accepts_every_hook(options: b.Options) -> None:
         assert parse(hook["args"][1:])  # raises UsageError on anything it would refuse
 
 
-def _links_made(tmp_path: Path, hooks: list[dict[str, Any]], name: str) -> dict[str, str]:
-    """Run the create-symlinks actions of `hooks` in a fresh rootfs; every symlink made."""
+def _links_made(
+    tmp_path: Path, hooks: list[dict[str, Any]], nodes: list[str], name: str
+) -> dict[str, str]:
+    """Run the create-symlinks actions of `hooks` in a fresh rootfs of a container given the
+    device `nodes`; every symlink made."""
     rootfs = tmp_path / name / "rootfs"
     rootfs.mkdir(parents=True)
     bundle = rootfs.parent
-    (bundle / "config.json").write_text(
-        json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"}})
-    )
+    devices = [{"path": p, "type": "c", "major": 195, "minor": 0} for p in nodes]
+    config = {"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "linux": {"devices": devices}}
+    (bundle / "config.json").write_text(json.dumps(config))
     state = json.dumps(
         {"ociVersion": "1.0.2", "id": name, "status": "creating", "bundle": str(bundle)}
     )
@@ -86,11 +89,14 @@ def test_links_equal_nvidia_ctk_links(tmp_path: Path) -> None:
     ours = to_data(b.build(_inv("dgx-a100"), b.Options()).spec)
     theirs = reference("dgxa100.default.yaml")
 
-    def hooks_of(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    def made(spec: dict[str, Any], name: str) -> dict[str, str]:
         (device,) = [d for d in spec["devices"] if d["name"] == "all"]
-        return spec["containerEdits"]["hooks"] + device["containerEdits"]["hooks"]
+        edits = [spec["containerEdits"], device["containerEdits"]]
+        hooks = [h for e in edits for h in e.get("hooks", [])]
+        nodes = [n["path"] for e in edits for n in e.get("deviceNodes", [])]
+        return _links_made(tmp_path, hooks, nodes, name)
 
-    made = _links_made(tmp_path, hooks_of(ours), "ours")
-    assert made == _links_made(tmp_path, hooks_of(theirs), "theirs")
-    assert made["/usr/lib/x86_64-linux-gnu/libcuda.so.1"] == "libcuda.so.550.163.01"
-    assert made["/dev/dri/by-path/pci-0000:bd:00.0-render"] == "../renderD135"
+    links = made(ours, "ours")
+    assert links == made(theirs, "theirs")
+    assert links["/usr/lib/x86_64-linux-gnu/libcuda.so.1"] == "libcuda.so.550.163.01"
+    assert links["/dev/dri/by-path/pci-0000:bd:00.0-render"] == "../renderD135"

@@ -32,14 +32,36 @@ class Bundle:
         return json.dumps({**state, "bundle": str(self.path)}).encode()
 
 
-def make_bundle(base: Path, root_path: str = "rootfs") -> Bundle:
-    """A bundle under `base` whose rootfs has /usr/lib/x86_64-linux-gnu and /etc."""
+def oci_device(path: str, major: int, minor: int) -> dict[str, object]:
+    """A linux.devices entry as runtimes write it for a character device."""
+    return {"path": path, "type": "c", "major": major, "minor": minor, "fileMode": 0o666}
+
+
+# The device nodes of a one-GPU container (GPU 0 of a dgx-a100: card1, renderD128).
+ONE_GPU = [
+    oci_device("/dev/nvidiactl", 195, 255),
+    oci_device("/dev/nvidia-uvm", 510, 0),
+    oci_device("/dev/nvidia0", 195, 0),
+    oci_device("/dev/dri/card1", 226, 1),
+    oci_device("/dev/dri/renderD128", 226, 128),
+]
+
+
+def make_bundle(
+    base: Path,
+    root_path: str = "rootfs",
+    devices: list[dict[str, object]] | None = ONE_GPU,
+) -> Bundle:
+    """A bundle under `base` whose rootfs has /usr/lib/x86_64-linux-gnu and /etc; config.json
+    lists `devices` under linux.devices (None: no linux.devices at all)."""
     bundle = base / "bundle"
     rootfs = Path(root_path) if os.path.isabs(root_path) else bundle / root_path
     bundle.mkdir(parents=True, exist_ok=True)
     (rootfs / LIBDIR.lstrip("/")).mkdir(parents=True)
     (rootfs / "etc").mkdir()
-    config = {"ociVersion": "1.0.2", "root": {"path": root_path}}
+    config: dict[str, object] = {"ociVersion": "1.0.2", "root": {"path": root_path}}
+    if devices is not None:
+        config["linux"] = {"devices": devices}
     (bundle / "config.json").write_text(json.dumps(config))
     return Bundle(bundle, rootfs)
 

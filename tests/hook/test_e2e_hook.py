@@ -115,8 +115,14 @@ def host_etc_state() -> dict[str, object]:
 
 CHECK = (
     "/sbin/ldconfig -p; echo ---;"
-    " for f in libcuda.so.1 libcuda.so libnvidia-ml.so.1; do readlink {lib}/$f; done;"
-    " echo ---; ls /dev/dri/by-path"
+    " for f in libcuda.so.1 libcuda.so libnvidia-ml.so.1 libnvidia-egl-gbm.so.1; do"
+    " readlink {lib}/$f; done;"
+    " echo ---; ls /dev/dri/by-path;"
+    " echo ---; cat /etc/nvidia/nvidia-application-profiles-rc.d/10-container.conf"
+)
+PROFILE = (
+    '{"profiles":[{"name":"_container_","settings":["EGLVisibleDGPUDevices",0x1]}],'
+    '"rules":[{"pattern":[],"profile":"_container_"}]}'
 )
 
 
@@ -125,6 +131,9 @@ def test_container_runs_hooks_and_finds_libraries(
     fake_host: Any, cri: Any, install_spec: Any, ldconfig_image: str, form: str
 ) -> None:
     spec = generate(fake_host)
+    # One hook process per container start: one hook in the spec, none in any device.
+    assert len(spec["containerEdits"]["hooks"]) == 1
+    assert not [d["name"] for d in spec["devices"] if "hooks" in d["containerEdits"]]
     install_spec(fast_form(spec) if form == "fast" else spec)
     version = fake_host.driver_version
     pod = cri.run_pod(f"hook-{form}")
@@ -136,11 +145,18 @@ def test_container_runs_hooks_and_finds_libraries(
         cdi_devices=[f"{VENDOR}/gpu=0"],
     )
     assert run.exit_code == 0, run.logs
-    listing, links, by_path = cri.logs(run.container_id, "stdout").split("---\n")
-    for soname in ("libcuda.so.1", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1"):
+    listing, links, by_path, profile = cri.logs(run.container_id, "stdout").split("---\n")
+    sonames = ("libcuda.so.1", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1")
+    for soname in (*sonames, "libnvidia-egl-gbm.so.1", "libnvidia-egl-wayland.so.1"):
         assert f"{soname} (libc6,x86-64) => {LIBDIR}/{soname}" in listing, listing
-    assert links.split() == [f"libcuda.so.{version}", "libcuda.so.1", f"libnvidia-ml.so.{version}"]
+    assert links.split() == [
+        f"libcuda.so.{version}",
+        "libcuda.so.1",
+        f"libnvidia-ml.so.{version}",
+        "libnvidia-egl-gbm.so.1.1.1",  # made by the ld cache step, as ldconfig run as root does
+    ]
     assert by_path.split() == ["pci-0000:01:00.0-card", "pci-0000:01:00.0-render"]
+    assert profile == PROFILE  # EGL and Vulkan see GPU 0 (minor 0) only
 
 
 def test_hostile_images_cannot_reach_the_host(
@@ -178,4 +194,19 @@ def test_hostile_images_cannot_reach_the_host(
     assert "gpu-cdi-hook: update-ldcache:" in err.value.details
     assert "/etc/ld.so.conf.d is not a directory" in err.value.details
     assert "Traceback" not in err.value.details
+    # 3. ld.so.conf includes /dev/zero (runc made it): refused before ldconfig would read it
+    # without end; the pod event names the action and the file.
+    zero = containerd.build_image(
+        "localhost/gpu-cdi-e2e/hook-hostile-zero:1",
+        extra_files={"etc/ld.so.conf": "include /etc/ld.so.conf.d/*.conf\ninclude /dev/zero\n"},
+    )
+    cid = cri.create_container(
+        pod, "zero", image=zero, command=["true"], cdi_devices=[f"{VENDOR}/gpu=0"]
+    )
+    with pytest.raises(CriError) as err:
+        cri.start(cid)
+    line = err.value.details
+    assert "gpu-cdi-hook: update-ldcache: /dev/zero" in line, line
+    assert "is a character device (included from /etc/ld.so.conf)" in line, line
+    assert "Traceback" not in line
     assert host_etc_state() == before

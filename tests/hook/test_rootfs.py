@@ -118,7 +118,7 @@ def test_write_file_replaces_a_link_instead_of_following(tree: tuple[Rootfs, Pat
 def test_read_file_refuses_fifos_and_follows_links_inside(tree: tuple[Rootfs, Path, Path]) -> None:
     root, top, host = tree
     os.mkfifo(top / "etc/ld.so.conf")
-    with pytest.raises(HookError, match=r"/etc/ld\.so\.conf .*is not a regular file"):
+    with pytest.raises(HookError, match=r"/etc/ld\.so\.conf .*is a FIFO, not a regular file"):
         root.read_file("/etc/ld.so.conf")
     (top / "etc/params").symlink_to(str(host / "etc/shadow"))
     assert root.read_file("/etc/params") is None  # that path does not exist in the rootfs
@@ -177,6 +177,28 @@ def test_parent_dir_swapped_after_it_was_opened(
     assert os.readlink(top / "usr/lib/moved-libcuda.so/libcuda.so") == "libcuda.so.1"
     libdir.unlink()
     libdir.mkdir()
-    root.write_file("/usr/lib/x86_64-linux-gnu/ld.so.cache", b"cache")
+    with Rootfs(str(top)) as fresh:  # `root` holds the first directory for later calls
+        fresh.write_file("/usr/lib/x86_64-linux-gnu/ld.so.cache", b"cache")
     assert (top / "usr/lib/moved-ld.so.cache/ld.so.cache").read_bytes() == b"cache"
     assert snapshot(host) == before
+
+
+def test_resolved_directories_are_reused_until_something_is_replaced(
+    tree: tuple[Rootfs, Path, Path],
+) -> None:
+    """Links of one directory walk it once; a replaced entry makes every path walk again."""
+    root, top, _ = tree
+    (top / "usr/lib/real/sub").mkdir()
+    (top / "usr/lib/x86_64-linux-gnu").symlink_to("real")
+    root.symlink("a", "/usr/lib/x86_64-linux-gnu/sub/one")
+    # Swapped behind the hook's back: the directory already resolved is still used.
+    (top / "usr/lib/x86_64-linux-gnu").unlink()
+    (top / "usr/lib/other/sub").mkdir(parents=True)
+    (top / "usr/lib/x86_64-linux-gnu").symlink_to("other")
+    root.symlink("b", "/usr/lib/x86_64-linux-gnu/sub/two")
+    assert sorted(os.listdir(top / "usr/lib/real/sub")) == ["one", "two"]
+    # The hook itself replaces an entry (ln -sf over a link): walks start afresh.
+    (top / "usr/lib/third/sub").mkdir(parents=True)
+    root.symlink("third", "/usr/lib/x86_64-linux-gnu")
+    root.symlink("c", "/usr/lib/x86_64-linux-gnu/sub/three")
+    assert os.listdir(top / "usr/lib/third/sub") == ["three"]

@@ -1,4 +1,5 @@
-"""The NRI and ttrpc .proto files Debian ships, for the conformance test.
+"""The NRI and ttrpc .proto files Debian ships, for the conformance test (and `newest_file`
+for other -dev packages: the kubelet device-plugin API).
 
 NRI 0.6.1 (trixie's golang-github-containerd-nri-dev, what containerd 1.7.24 was built with)
 and ttrpc come from tests/e2e/install.sh. The newest NRI Debian has (sid/experimental
@@ -64,6 +65,12 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 
 def newest_nri_api() -> tuple[str, Path]:
     """(version, path of api.proto) of the newest NRI -dev package in Debian sid/experimental."""
+    return newest_file(NRI_PACKAGE, API_IN_PACKAGE, CACHE)
+
+
+def newest_file(package: str, in_package: str, cache: Path) -> tuple[str, Path]:
+    """(version, local copy of `in_package`) from the newest `package` in sid/experimental,
+    cached under `cache/<version>/`."""
     state = CACHE / "apt"
     for sub in ("lists/partial", "cache/archives/partial"):
         (state / sub).mkdir(parents=True, exist_ok=True)
@@ -78,21 +85,21 @@ def newest_nri_api() -> tuple[str, Path]:
     if not stamp.exists() or time.time() - stamp.stat().st_mtime > 86400:  # lists go stale
         _run(["apt-get", *opts, "update", "-qq"])
         stamp.touch()
-    policy = _run(["apt-cache", *opts, "policy", NRI_PACKAGE])
+    policy = _run(["apt-cache", *opts, "policy", package])
     candidate = next(
         (line.split(":", 1)[1].strip() for line in policy.splitlines() if "Candidate:" in line),
         "(none)",
     )
     if candidate == "(none)":
-        raise DebianFetchError(f"no {NRI_PACKAGE} in Debian {'/'.join(SUITES)} ({mirror})")
-    target = CACHE / candidate / "api.proto"
+        raise DebianFetchError(f"no {package} in Debian {'/'.join(SUITES)} ({mirror})")
+    target = cache / candidate / Path(in_package).name
     if not target.is_file():
         with tempfile.TemporaryDirectory() as tmp:
-            _run(["apt-get", *opts, "download", "-qq", f"{NRI_PACKAGE}={candidate}"], Path(tmp))
+            _run(["apt-get", *opts, "download", "-qq", f"{package}={candidate}"], Path(tmp))
             debs = list(Path(tmp).glob("*.deb"))
             if len(debs) != 1:
                 raise DebianFetchError(f"apt-get download left {debs} in {tmp}")
             _run(["dpkg-deb", "-x", str(debs[0]), str(Path(tmp) / "root")])
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(tmp) / "root" / API_IN_PACKAGE, target)
+            shutil.copyfile(Path(tmp) / "root" / in_package, target)
     return candidate, target

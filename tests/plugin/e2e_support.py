@@ -23,6 +23,19 @@ TOPOLOGY = "dgx-a100"  # 8 GPUs, driver 550.163.01
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 
+def build_fake_host(tmp_path_factory: Any, label: str) -> Any:
+    """The fake 8-GPU host (driver files, device nodes made with mknod), for a module fixture."""
+    from tests.require import need, need_root
+
+    need_root()
+    try:
+        from gpu_cdi_fakehost.builder import build_host
+    except ImportError:
+        need(False, "gpu_cdi_fakehost is not installed (pip install -e tests/fakehost)")
+        raise
+    return build_host(TOPOLOGY, tmp_path_factory.mktemp(label))
+
+
 def generate_spec(host: Any, output: Path, *extra: str) -> dict[str, Any]:
     """Run `gpu-cdi generate` for the fake `host` into `output`; returns the spec data."""
     argv = [sys.executable, "-m", "cdi", *host.generate_argv[1:]]

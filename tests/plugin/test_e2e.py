@@ -1,10 +1,12 @@
-"""End to end: the plugin attached to the real containerd 1.7.24 (NRI 0.6.1), specs written by
-`gpu-cdi generate` for a fake 8-GPU host, pods asking for GPUs in every supported way.
+"""End to end: the plugin attached to real containerds (1.7.24 with NRI 0.6.1, and 2.1), specs
+written by `gpu-cdi generate` for a fake 8-GPU host, pods asking for GPUs in every supported way.
 
-containerd 1.7.24 drops CDI names handed over NRI, so everything here runs in resolve mode:
-what reaches the container is the plugin's own adjustment. Each OCI spec containerd built is
-compared with the reference CDI library's injection of the same devices into the same base
-spec (tests/conformance), apart from the documented deviations (e2e_support.comparable).
+containerd 1.7.24 drops CDI names handed over NRI, and containerd 2.1 does not read the
+plugin's spec dir here, so auto mode resolves on both: what reaches the container is the
+plugin's own adjustment (native mode on 2.1: tests/plugin/test_e2e_native.py). Each OCI spec
+containerd built is compared with the reference CDI library's injection of the same devices
+into the same base spec (tests/conformance), apart from the documented deviations
+(e2e_support.comparable).
 """
 
 from __future__ import annotations
@@ -23,16 +25,15 @@ import yaml
 from tests.e2e.cri import CriError
 from tests.plugin.e2e_support import (
     LIBDIR,
-    TOPOLOGY,
     PluginProcess,
     attached,
+    build_fake_host,
     comparable,
     device_paths,
     env_values,
     generate_spec,
     hook_args,
 )
-from tests.require import need, need_root
 
 pytestmark = pytest.mark.e2e
 
@@ -58,13 +59,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The fake 8-GPU host (driver files, device nodes made with mknod)."""
-    need_root()
-    try:
-        from gpu_cdi_fakehost.builder import build_host
-    except ImportError:
-        need(False, "gpu_cdi_fakehost is not installed (pip install -e tests/fakehost)")
-        raise
-    return build_host(TOPOLOGY, tmp_path_factory.mktemp("nri-host"))
+    return build_fake_host(tmp_path_factory, "nri-host")
 
 
 @pytest.fixture(scope="module")
@@ -448,16 +443,33 @@ def test_preinstalled_plugin_takes_the_runtimes_drop_in_config(
     assert "msg=configured runtime=" in log and "mode=resolve" in log
 
 
-def test_native_mode_on_containerd_1_7_24_is_dropped_which_is_why_auto_resolves(
+def test_native_mode_where_containerd_cannot_resolve_fails_each_request_naming_the_fix(
     containerd_factory: Any, spec_dir: Path, tmp_path: Path
 ) -> None:
+    # 1.7.24 drops CDI names handed over NRI; 2.1 would not find them: it does not read the
+    # plugin's spec dir. Either way the container would start without its GPU, or not at all.
     ctd = containerd_factory(enable_cdi=True)
+    what, fix = {
+        "1.7": (
+            "drops CDI names handed over NRI (needs >= 1.7.30 or >= 2.1.0)",
+            "set mode: resolve",
+        ),
+        "2.1": (
+            f"does not read the plugin's spec dir(s) {spec_dir} (cdi_spec_dirs = ",
+            "add them to cdi_spec_dirs there, or set mode: resolve",
+        ),
+    }[ctd.config.version]
     with (
         attached(ctd, [spec_dir], tmp_path / "p.log", extra=["--mode", "native"]) as plugin,
         ctd.cri() as cri,
     ):
-        result = run(cri, cri.run_pod("native"), "c", env={"NVIDIA_VISIBLE_DEVICES": "0"})
-        # the CDI name went out (logged) but containerd 1.7.24 knows no CDI_devices field
-        assert "mode=native" in plugin.log() and 'devices="nvidia.com/gpu=0"' in plugin.log()
-        assert not [p for p in device_paths(result.spec) if "nvidia" in p]
-        assert env_values(result.spec, "NVIDIA_VISIBLE_DEVICES") == ["void"]
+        assert "level=error msg=configured" in plugin.log() and what in plugin.log()
+        pod_id = cri.run_pod("native")
+        for attempt in range(2):
+            with pytest.raises(CriError) as caught:
+                cri.create_container(pod_id, f"c{attempt}", env={"NVIDIA_VISIBLE_DEVICES": "0"})
+            assert "code = FailedPrecondition" in caught.value.details
+            assert "gpu-cdi: pod default/native container c" in caught.value.details
+            assert what in caught.value.details and fix in caught.value.details
+        # containers asking for nothing are not touched
+        assert run(cri, pod_id, "plain").exit_code == 0
