@@ -1,64 +1,90 @@
 """In-process regeneration (`cdi.nvidia.generate.regenerate`), as the device plugin and the NRI
 plugin call it: the same spec as `gpu-cdi generate`, written only when it changed, one-line
-errors and nothing written on failure."""
+errors and nothing written on failure.
+
+The calls run in a child process of their own: NVML (the fake library included) is process
+state, and other tests of this session leave theirs behind.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.generator.hosts import ROOT, Hosts, gpu_cdi, host_args
 
+# Runs in the child: argv = driver root, dev root, proc/sys root, hook path, work dir.
+CALLS = """
+import json, os, sys
 from cdi.nvidia.build import Options
 from cdi.nvidia.generate import GenerateError, regenerate
 from cdi.nvidia.roots import Roots
-from tests.generator.hosts import Hosts, gpu_cdi, host_args
+
+driver, dev, proc_sys, hook, work = sys.argv[1:]
+roots = Roots(driver, dev, proc_sys_root=proc_sys)
+options = Options(hook_path=hook)
+path = os.path.join(work, "cdi", "nvidia.yaml")
+out = {"generated": regenerate(roots, options)._asdict()}
+out["first"] = regenerate(roots, options, path).written
+out["again"] = regenerate(roots, options, path).written
+out["old"] = regenerate(roots, options, path, version="0.5.0")._asdict()
+bad = os.path.join(work, "bad")
+os.mkdir(bad)
+calls = {
+    "no driver": lambda: regenerate(Roots(driver_root=bad), options),
+    "extension": lambda: regenerate(roots, options, os.path.join(bad, "nvidia.yml")),
+    "device id": lambda: regenerate(roots, options._replace(device_ids=("99",)), bad + "/a.yaml"),
+    "hook path": lambda: regenerate(roots, options._replace(hook_path="rel/hook"), bad + "/b.yaml"),
+}
+out["errors"] = {}
+for name, call in calls.items():
+    try:
+        call()
+    except GenerateError as error:
+        out["errors"][name] = str(error)
+out["left in bad"] = os.listdir(bad)
+print(json.dumps(out))
+"""
 
 
-def _roots(host: Any) -> Roots:
-    return Roots(str(host.driver_root), str(host.dev_root), proc_sys_root=str(host.proc_sys_root))
-
-
-@pytest.fixture
-def host(hosts: Hosts, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The fake dgx-a100-mig host, its fake NVML set up for this process."""
+def test_regenerate_in_process(hosts: Hosts, tmp_path: Path) -> None:
     host = hosts.get("dgx-a100-mig")
-    for key, value in host.env.items():
-        monkeypatch.setenv(key, value)
-    return host
-
-
-def test_same_spec_as_the_command(host: Any, tmp_path: Path) -> None:
     hook = "/opt/gpu-cdi/bin/gpu-cdi-hook"  # the command's default depends on PATH
     command = gpu_cdi(["generate", *host_args(host), "--hook-path", hook], host)
     assert command.returncode == 0, command.stderr
-    options = Options(hook_path=hook)
-    generated = regenerate(_roots(host), options)
-    assert generated.text == command.stdout
-    assert generated.notes == () and generated.written is False
-    (advice,) = generated.advice
-    assert f"note: {advice.removeprefix('note: ')}" == command.stderr.strip()
+    roots = [str(host.driver_root), str(host.dev_root), str(host.proc_sys_root)]
+    child = subprocess.run(
+        [sys.executable, "-c", CALLS, *roots, hook, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **host.env},
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    out: dict[str, Any] = json.loads(child.stdout)
+
+    generated = out["generated"]
+    assert generated["text"] == command.stdout
+    assert generated["notes"] == [] and generated["written"] is False
+    assert generated["advice"] == [command.stderr.strip()]
 
     path = tmp_path / "cdi" / "nvidia.yaml"
-    assert regenerate(_roots(host), options, str(path)).written is True
-    assert path.read_text() == command.stdout
+    assert out["first"] is True and out["again"] is False
+    old = out["old"]
+    assert old["written"] is True and old["text"] == path.read_text()
+    assert "additionalGids" not in old["text"] and 'cdiVersion: "0.5.0"' in old["text"]
+    assert any("has no additionalGids" in line for line in old["advice"])
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert regenerate(_roots(host), options, str(path)).written is False
 
-    old = regenerate(_roots(host), options, str(path), version="0.5.0")
-    assert old.written is True and "additionalGids" not in path.read_text()
-    assert any("has no additionalGids" in line for line in old.advice)
-
-
-def test_errors_are_one_line_and_write_nothing(host: Any, tmp_path: Path) -> None:
-    with pytest.raises(GenerateError, match=r"libnvidia-ml\.so\.1 was not found") as caught:
-        regenerate(Roots(driver_root=str(tmp_path)), Options())
-    assert "\n" not in str(caught.value)
-    with pytest.raises(GenerateError, match=r"must end in \.yaml or \.json"):
-        regenerate(_roots(host), Options(), str(tmp_path / "nvidia.yml"))
-    with pytest.raises(GenerateError, match="no such GPU or MIG device"):
-        regenerate(_roots(host), Options(device_ids=("99",)), str(tmp_path / "a.yaml"))
-    with pytest.raises(GenerateError, match="invalid hook path"):
-        regenerate(_roots(host), Options(hook_path="rel/hook"), str(tmp_path / "b.yaml"))
-    assert os.listdir(tmp_path) == []
+    errors = out["errors"]
+    assert "libnvidia-ml.so.1 was not found" in errors["no driver"]
+    assert "must end in .yaml or .json" in errors["extension"]
+    assert "no such GPU or MIG device" in errors["device id"]
+    assert "invalid hook path" in errors["hook path"]
+    assert all("\n" not in message for message in errors.values())
+    assert out["left in bad"] == []
