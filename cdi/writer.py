@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 
 import attrs
@@ -185,7 +184,7 @@ def write_atomic(
     """
     target = os.path.realpath(path)
     directory, name = os.path.split(target)
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    temp = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.tmp")
     pending = False  # True while a temp file of ours exists
     try:
         if make_dirs:

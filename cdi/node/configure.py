@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from cdi.node import containerd, docker
 
@@ -27,13 +26,11 @@ RUNTIMES = {
 }
 
 
-def register(sub: Any) -> None:
-    """Add `configure containerd` and `configure docker` to the `gpu-cdi` subparsers."""
-    configure = sub.add_parser(
-        "configure",
-        help="set a container runtime up for CDI devices (like nvidia-ctk runtime configure)",
-        description="Edit a container runtime's config so that CDI devices reach containers. "
-        "The file keeps its comments and order; the old one is kept as FILE.bak-TIME.",
+def configure_arguments(configure: argparse.ArgumentParser) -> None:
+    """Set up the `gpu-cdi configure` subparser and its `containerd` and `docker` commands."""
+    configure.description = (
+        "Edit a container runtime's config so that CDI devices reach containers. "
+        "The file keeps its comments and order; the old one is kept as FILE.bak-TIME."
     )
     runtimes = configure.add_subparsers(dest="runtime", required=True, metavar="RUNTIME")
     for name, (module, summary) in RUNTIMES.items():

@@ -14,7 +14,6 @@ import os
 import re
 import stat
 import sys
-from typing import Any
 
 from cdi.node.hookpath import HOOK_PROGRAM
 
@@ -27,14 +26,12 @@ class InstallError(Exception):
     """The hook cannot be installed as asked; the message is one line."""
 
 
-def register(sub: Any) -> None:
-    """Add `install-hook` to the `gpu-cdi` subparsers."""
-    p = sub.add_parser(
-        "install-hook",
-        help="install gpu-cdi-hook on the host as one file for its python3; print its path",
-        description="Write gpu-cdi-hook as one self-contained file (the hook package, "
-        "standard library only) that runs on the host's python3, and print its path for "
-        "`gpu-cdi generate --hook-path`.",
+def install_arguments(p: argparse.ArgumentParser) -> None:
+    """Set up the `gpu-cdi install-hook` subparser."""
+    p.description = (
+        "Write gpu-cdi-hook as one self-contained file (the hook package, standard library "
+        "only) that runs on the host's python3, and print its path for "
+        "`gpu-cdi generate --hook-path`."
     )
     p.add_argument(
         "--prefix",

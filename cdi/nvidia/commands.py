@@ -70,13 +70,11 @@ def _add_mode(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: Any) -> None:
-    """Add the `generate` and `inventory` subcommands to the `gpu-cdi` parser."""
-    g = sub.add_parser(
-        "generate",
-        help="write a CDI spec for this host's NVIDIA GPUs (like nvidia-ctk cdi generate)",
-        description="Generate a CDI spec for the NVIDIA GPUs of this host, or of a saved "
-        "inventory (--inventory FILE, no driver needed).",
+def generate_arguments(g: argparse.ArgumentParser) -> None:
+    """The arguments of `gpu-cdi generate`."""
+    g.description = (
+        "Generate a CDI spec for the NVIDIA GPUs of this host, or of a saved "
+        "inventory (--inventory FILE, no driver needed)."
     )
     g.add_argument("--output", metavar="FILE", help="spec file (default or -: stdout)")
     g.add_argument(
@@ -169,11 +167,12 @@ def register(sub: Any) -> None:
     _add_mode(g)
     g.set_defaults(func=generate_command)
 
-    i = sub.add_parser(
-        "inventory",
-        help="print what this host has (GPUs, MIG devices, driver files) as YAML",
-        description="Discover this host and print its inventory; "
-        "`gpu-cdi generate --inventory FILE` builds a spec from it.",
+
+def inventory_arguments(i: argparse.ArgumentParser) -> None:
+    """The arguments of `gpu-cdi inventory`."""
+    i.description = (
+        "Discover this host and print its inventory; "
+        "`gpu-cdi generate --inventory FILE` builds a spec from it."
     )
     i.add_argument("--output", metavar="FILE", help="file (default or -: stdout)")
     add_discovery_flags(i, saved_inventory=False)
