@@ -71,9 +71,13 @@ def discover(roots: Roots | None = None, mode: str = "nvml") -> Inventory:
     """The Inventory of the node `roots` describe (default: this one, driver at /), with every
     path as the node sees it; DiscoveryError when there is no usable driver or a root is
     missing."""
+    with rp.one_pass():
+        return _discover(roots or Roots(), mode)
+
+
+def _discover(roots: Roots, mode: str) -> Inventory:
     from cdi.nvidia.nvml import Nvml, NvmlError
 
-    roots = roots or Roots()
     local = _locate(roots)
     root = local.driver
     dirs = driver.library_dirs(root, roots.library_search_paths)

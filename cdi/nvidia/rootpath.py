@@ -6,8 +6,30 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 _MAX_LINKS = 40
+
+# Where resolving a path prefix has got to: its resolved components and the symlinks followed
+# on the way (they count against _MAX_LINKS); None: something on the way is missing.
+_State = tuple[tuple[str, ...], int]
+_START: _State = ((), 0)
+# Inside `one_pass`: the state of each (root, path prefix) resolved so far.
+_PASS: ContextVar[dict[str, _State | None] | None] = ContextVar("rootpath_pass", default=None)
+
+
+@contextmanager
+def one_pass() -> Iterator[None]:
+    """Within the block, each path prefix under each root is resolved once: a discovery
+    reads hundreds of files in a few directories, and the node does not change under it.
+    Nothing is remembered after the block."""
+    token = _PASS.set({})
+    try:
+        yield
+    finally:
+        _PASS.reset(token)
 
 
 def host(root: str, path: str) -> str:
@@ -19,10 +41,32 @@ def host(root: str, path: str) -> str:
 
 def resolve(root: str, path: str) -> str | None:
     """`path` with every symlink resolved inside `root`; None when something is missing."""
-    pending = [part for part in path.split("/") if part]
-    pending.reverse()
-    done: list[str] = []
-    hops = 0
+    parts = [part for part in path.split("/") if part]
+    memo = _PASS.get()
+    state: _State | None
+    if memo is None:
+        state = _walk(root, _START, parts)
+    else:
+        # Resolving a path is resolving its parent, then its last component from there: the
+        # state after each prefix is what the walk of the whole path would have reached.
+        state = _START
+        key = root + "\0"
+        for part in parts:
+            key += "/" + part
+            if key in memo:
+                state = memo[key]
+            else:
+                state = memo[key] = _walk(root, state, [part])
+            if state is None:
+                return None
+    return None if state is None else "/" + "/".join(state[0])
+
+
+def _walk(root: str, state: _State, parts: list[str]) -> _State | None:
+    """The state after resolving the components `parts` from `state`."""
+    done = list(state[0])
+    hops = state[1]
+    pending = parts[::-1]
     while pending:
         part = pending.pop()
         if part == ".":
@@ -45,7 +89,7 @@ def resolve(root: str, path: str) -> str | None:
         if target.startswith("/"):
             done = []
         pending.extend(reversed([p for p in target.split("/") if p]))
-    return "/" + "/".join(done)
+    return tuple(done), hops
 
 
 def local(root: str, path: str) -> str | None:

@@ -29,3 +29,53 @@ def test_symlink_loops_end(tmp_path: Path) -> None:
     os.symlink("b", tmp_path / "a")
     os.symlink("a", tmp_path / "b")
     assert rootpath.resolve(str(tmp_path), "/a") is None
+
+
+def test_one_pass_resolves_as_without_it(tmp_path: Path) -> None:
+    """Inside `one_pass` a prefix resolved once is reused: every answer is the walk's own,
+    whichever prefix came first, and the hops of a parent count against the child's limit."""
+    (tmp_path / "usr/lib/x").mkdir(parents=True)
+    (tmp_path / "usr/lib/x/libx.so.1").write_text("x")
+    os.symlink("usr/lib", tmp_path / "lib")
+    os.symlink("/lib/x", tmp_path / "usr/lib/y")
+    os.symlink("../../../../..", tmp_path / "usr/lib/up")
+    chain = tmp_path / "c0"
+    chain.mkdir()
+    for i in range(1, 40):  # c39 -> c38 -> ... -> c0: 39 hops, one short of the limit
+        os.symlink(f"c{i - 1}", tmp_path / f"c{i}")
+    os.symlink("/c39", tmp_path / "usr/lib/far")  # 40 hops; one more below it is too many
+    (chain / "z").symlink_to("/usr")
+    root = str(tmp_path)
+    paths = [
+        "/lib/y/libx.so.1",
+        "/lib/y",
+        "/lib/y/../x/./libx.so.1",
+        "/lib/../lib/y/libx.so.1",
+        "/usr/lib/up/lib/y",
+        "/usr/lib/up/etc/passwd",
+        "/lib/missing/..",
+        "/lib/y/libx.so.1/x",
+        "/usr/lib/far",
+        "/usr/lib/far/z",
+        "/c39/z",
+        "/",
+    ]
+    alone = {path: rootpath.resolve(root, path) for path in paths}
+    assert alone["/lib/y/libx.so.1"] == "/usr/lib/x/libx.so.1"
+    assert alone["/usr/lib/up/lib/y"] == "/usr/lib/x"
+    assert alone["/lib/missing/.."] is None
+    assert alone["/usr/lib/far"] == "/c0"
+    assert alone["/usr/lib/far/z"] is None  # the 41st link
+    assert alone["/c39/z"] == "/usr"
+    assert alone["/lib/y"] == "/usr/lib/x"
+    for order in (paths, paths[::-1]):
+        with rootpath.one_pass():
+            assert {path: rootpath.resolve(root, path) for path in order} == alone
+            # The same prefix again, and under another root, gives the same answers.
+            assert {path: rootpath.resolve(root, path) for path in order} == alone
+            assert rootpath.resolve(str(tmp_path / "usr"), "/lib/y") == "/lib/x"
+    # Nothing is remembered after the pass: a change on disk is seen.
+    os.remove(tmp_path / "usr/lib/y")
+    with rootpath.one_pass():
+        assert rootpath.resolve(root, "/lib/y") is None
+    assert rootpath.resolve(root, "/lib/y") is None
