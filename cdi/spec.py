@@ -11,8 +11,8 @@ Optional scalars are None when the spec leaves them out, so that "absent" and "z
 distinguishable where the reference distinguishes them (major 0 means "fill from the host").
 """
 
-from __future__ import annotations
-
+# Annotations are evaluated (no `from __future__ import annotations`): a NamedTuple's string
+# annotations are each compiled at class creation, on every `gpu-cdi` start.
 import enum
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -66,18 +66,31 @@ def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 class _Model:
-    """The base of the model classes: one __repr__ for all of them, where attrs would compile
-    one per class (start-up time: every `gpu-cdi` run defines these classes)."""
+    """The base of the model classes: one __repr__, __eq__ and __hash__ for all of them, where
+    attrs would compile them for each class (start-up time: every `gpu-cdi` run defines these
+    classes). They behave as attrs' own: equal when of the same class with equal fields."""
 
     __slots__ = ()
 
+    def _values(self) -> tuple[Any, ...]:
+        cls: Any = type(self)
+        return tuple(getattr(self, a.name) for a in cls.__attrs_attrs__)
+
     def __repr__(self) -> str:
         cls: Any = type(self)
-        fields = (f"{a.name}={getattr(self, a.name)!r}" for a in attrs.fields(cls))
+        fields = (f"{a.name}={getattr(self, a.name)!r}" for a in cls.__attrs_attrs__)
         return f"{cls.__name__}({', '.join(fields)})"
 
+    def __eq__(self, other: Any) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
 
-@attrs.frozen(repr=False)
+    def __hash__(self) -> int:
+        return hash((type(self), *self._values()))
+
+
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
 class DeviceNode(_Model):
     """A device node to create in the container (`deviceNodes[]`)."""
 
@@ -92,7 +105,7 @@ class DeviceNode(_Model):
     gid: int | None = attrs.field(default=None, metadata=cdi("gid", Wire.UINT32))
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
 class Mount(_Model):
     """A mount to add to the container (`mounts[]`)."""
 
@@ -115,7 +128,7 @@ HOOK_STAGES = (
 )
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
 class Hook(_Model):
     """An OCI hook (`hooks[]`); `hook_name` is the OCI stage (one of HOOK_STAGES)."""
 
@@ -128,7 +141,7 @@ class Hook(_Model):
     timeout: int | None = attrs.field(default=None, metadata=cdi("timeout", Wire.INT64))
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
 class IntelRdt(_Model):
     """Intel RDT settings (`intelRdt`)."""
 
@@ -139,7 +152,7 @@ class IntelRdt(_Model):
     enable_mbm: bool | None = attrs.field(default=None, metadata=cdi("enableMBM", Wire.BOOL))
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
 class ContainerEdits(_Model):
     """Edits a device (or the whole spec) makes to a container."""
 
@@ -174,7 +187,7 @@ class ContainerEdits(_Model):
         )
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
 class Device(_Model):
     """One named device of a spec."""
 
@@ -190,7 +203,7 @@ class Device(_Model):
     )
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
 class Spec(_Model):
     """A whole CDI spec file."""
 

@@ -8,8 +8,8 @@ common hook: one hook process per container. The spec's cdiVersion is the minimu
 needs (the CDI core's rules, `cdi.version`).
 """
 
-from __future__ import annotations
-
+# Annotations are evaluated (no `from __future__ import annotations`): a NamedTuple's string
+# annotations are each compiled at class creation, on every `gpu-cdi` start.
 import os.path
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -132,7 +132,7 @@ class _Edits:
         if hook in opts.hooks:
             self.actions.append([hook, *args])
 
-    def merge(self, other: _Edits) -> None:
+    def merge(self, other: "_Edits") -> None:
         self.nodes.update((k, v) for k, v in other.nodes.items() if k not in self.nodes)
         self.actions.extend(other.actions)
         self.gids.extend(g for g in other.gids if g not in self.gids)

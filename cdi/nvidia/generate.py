@@ -5,8 +5,8 @@ Long-running programs (the device plugin, the NRI plugin) regenerate in process 
 `regenerate`: the same steps, without a process start.
 """
 
-from __future__ import annotations
-
+# Annotations are evaluated (no `from __future__ import annotations`): a NamedTuple's string
+# annotations are each compiled at class creation, on every `gpu-cdi` start.
 import os
 import sys
 from collections.abc import Callable
@@ -273,7 +273,7 @@ def run(
 
 
 def regenerate(
-    roots: Roots,
+    roots: "Roots",
     options: Options,
     path: str | None = None,
     *,

@@ -1,8 +1,8 @@
 """Parse ld.so.cache (glibc's `glibc-ld.so.cache1.1` format, also behind the old `ld.so-1.7.0`
 header) into (library name, path) pairs, without running ldconfig."""
 
-from __future__ import annotations
-
+# Annotations are evaluated (no `from __future__ import annotations`): a NamedTuple's string
+# annotations are each compiled at class creation, on every `gpu-cdi` start.
 import struct
 from typing import NamedTuple
 
