@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import attrs
 
+from cdi.frozen import Frozen
+
 
 class Wire(enum.Enum):
     """How a field's value is written: the Go type of the reference's field."""
@@ -65,33 +67,8 @@ def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value) if value else {}
 
 
-class _Model:
-    """The base of the model classes: one __repr__, __eq__ and __hash__ for all of them, where
-    attrs would compile them for each class (start-up time: every `gpu-cdi` run defines these
-    classes). They behave as attrs' own: equal when of the same class with equal fields."""
-
-    __slots__ = ()
-
-    def _values(self) -> tuple[Any, ...]:
-        cls: Any = type(self)
-        return tuple(getattr(self, a.name) for a in cls.__attrs_attrs__)
-
-    def __repr__(self) -> str:
-        cls: Any = type(self)
-        fields = (f"{a.name}={getattr(self, a.name)!r}" for a in cls.__attrs_attrs__)
-        return f"{cls.__name__}({', '.join(fields)})"
-
-    def __eq__(self, other: Any) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash((type(self), *self._values()))
-
-
 @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
-class DeviceNode(_Model):
+class DeviceNode(Frozen):
     """A device node to create in the container (`deviceNodes[]`)."""
 
     path: str = attrs.field(metadata=cdi("path", always=True))
@@ -106,7 +83,7 @@ class DeviceNode(_Model):
 
 
 @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
-class Mount(_Model):
+class Mount(Frozen):
     """A mount to add to the container (`mounts[]`)."""
 
     host_path: str = attrs.field(metadata=cdi("hostPath", always=True))
@@ -129,7 +106,7 @@ HOOK_STAGES = (
 
 
 @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
-class Hook(_Model):
+class Hook(Frozen):
     """An OCI hook (`hooks[]`); `hook_name` is the OCI stage (one of HOOK_STAGES)."""
 
     hook_name: str = attrs.field(metadata=cdi("hookName", always=True))
@@ -142,7 +119,7 @@ class Hook(_Model):
 
 
 @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
-class IntelRdt(_Model):
+class IntelRdt(Frozen):
     """Intel RDT settings (`intelRdt`)."""
 
     clos_id: str | None = attrs.field(default=None, metadata=cdi("closID"))
@@ -153,7 +130,7 @@ class IntelRdt(_Model):
 
 
 @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
-class ContainerEdits(_Model):
+class ContainerEdits(Frozen):
     """Edits a device (or the whole spec) makes to a container."""
 
     env: tuple[str, ...] = attrs.field(default=(), converter=_tuple, metadata=cdi("env", many=True))
@@ -188,7 +165,7 @@ class ContainerEdits(_Model):
 
 
 @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
-class Device(_Model):
+class Device(Frozen):
     """One named device of a spec."""
 
     name: str = attrs.field(metadata=cdi("name", always=True))
@@ -204,7 +181,7 @@ class Device(_Model):
 
 
 @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
-class Spec(_Model):
+class Spec(Frozen):
     """A whole CDI spec file."""
 
     version: str = attrs.field(metadata=cdi("cdiVersion", always=True))

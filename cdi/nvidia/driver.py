@@ -6,7 +6,6 @@ inside it, symlinks resolved as if it were `/`."""
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 
@@ -39,6 +38,8 @@ GRAPHICS_LIBRARIES = (
     "libnvidia-egl-xcb.so.*.*",
     "libnvidia-egl-xlib.so.*.*",
 )
+# What each of them starts with: most names in a library directory are told apart by that.
+_GRAPHICS_PREFIXES = tuple(pattern.split("*", 1)[0] for pattern in GRAPHICS_LIBRARIES)
 # Each group: the first path that exists is mounted (directories are never mounted).
 IPC = (
     ("/run/nvidia-persistenced/socket", "/var/run/nvidia-persistenced/socket"),
@@ -139,7 +140,9 @@ def graphics_files(root: str, dirs: Sequence[str], version: str) -> list[File]:
     out: list[File] = []
     for folder in dirs:
         for name in rp.listdir(root, folder):
-            if any(fnmatch.fnmatchcase(name, pattern) for pattern in GRAPHICS_LIBRARIES):
+            if name.startswith(_GRAPHICS_PREFIXES) and any(
+                glob_match(name, pattern) for pattern in GRAPHICS_LIBRARIES
+            ):
                 real = rp.resolve(root, f"{folder}/{name}")
                 if real is not None and rp.is_file(root, real):
                     out.append(File("graphics", real, real))
@@ -157,6 +160,24 @@ def graphics_files(root: str, dirs: Sequence[str], version: str) -> list[File]:
         if found is not None:
             out.append(File("graphics", found, found))
     return _unique_files(out)
+
+
+def glob_match(name: str, pattern: str) -> bool:
+    """`fnmatch.fnmatchcase(name, pattern)` for a pattern whose only wildcard is `*`, without
+    the regex fnmatch compiles for each pattern (most of what finding the graphics files cost)."""
+    pieces = pattern.split("*")
+    if len(pieces) == 1:
+        return name == pattern
+    first, *middle, last = pieces
+    if len(name) < len(first) + len(last) or not name.startswith(first) or not name.endswith(last):
+        return False
+    at, end = len(first), len(name) - len(last)
+    for piece in middle:  # leftmost is enough: each `*` takes what lies between the pieces
+        at = name.find(piece, at, end)
+        if at < 0:
+            return False
+        at += len(piece)
+    return True
 
 
 def _unique_files(files: Iterable[File]) -> list[File]:

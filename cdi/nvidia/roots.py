@@ -15,6 +15,7 @@ import os
 
 import attrs
 
+from cdi.frozen import Frozen
 from cdi.nvidia import rootpath as rp
 
 
@@ -22,8 +23,8 @@ class RootError(ValueError):
     """A root is missing or not a directory; one line naming the flag, the path and where."""
 
 
-@attrs.frozen
-class Local:
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+class Local(Frozen):
     """The node's roots as paths of this filesystem: where discovery reads."""
 
     driver: str
@@ -35,8 +36,8 @@ def _dev_default(roots: Roots) -> str:
     return roots.driver_root
 
 
-@attrs.frozen
-class Roots:
+@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+class Roots(Frozen):
     """Where a node's driver, /dev, /proc and /sys are, and where the node is mounted here.
 
     driver_root: the driver's root on the node (`/`, or `/run/nvidia/driver` for a driver

@@ -96,3 +96,31 @@ def test_binaries_firmware_ipc_configs(tmp_path: Path) -> None:
         "/etc/vulkan/icd.d/nvidia_icd.json",
     )
     sock.close()
+
+
+def test_glob_match_is_fnmatchcase_for_star_patterns() -> None:
+    """Every pattern of `*`, `a`, `.` up to 4 long against every name up to 5 long, and the
+    graphics patterns (only `*` wildcards) against the names they are meant for."""
+    import fnmatch
+    import itertools
+
+    assert all("?" not in p and "[" not in p for p in driver.GRAPHICS_LIBRARIES)
+    words = ["".join(w) for n in range(6) for w in itertools.product("a.b", repeat=n)]
+    patterns = ["".join(p) for n in range(5) for p in itertools.product("*a.", repeat=n)]
+    for pattern in patterns:
+        for name in words:
+            assert driver.glob_match(name, pattern) == fnmatch.fnmatchcase(name, pattern), (
+                name,
+                pattern,
+            )
+    names = [
+        "libnvidia-egl-gbm.so.1.1.1",
+        "libnvidia-egl-gbm.so.1",
+        "libnvidia-egl-gbm.so..",
+        "libnvidia-egl-wayland2.so.1.0",
+        "libnvidia-egl-xlib.so.1.0.0",
+        "libEGL.so.1.1",
+    ]
+    for pattern in driver.GRAPHICS_LIBRARIES:
+        for name in names:
+            assert driver.glob_match(name, pattern) == fnmatch.fnmatchcase(name, pattern)
