@@ -1,27 +1,62 @@
-"""Read the SONAME of an ELF shared library (64- or 32-bit, either byte order) without tools."""
+"""Read the SONAME of an ELF shared library (64- or 32-bit, either byte order) without tools.
+
+Only the parts that lead to it are read (the header, the program headers, the dynamic
+segment, the name): driver libraries are tens of megabytes each, and a driver has dozens."""
 
 from __future__ import annotations
 
+import os
 import struct
 
 _DT_NULL, _DT_STRTAB, _DT_SONAME = 0, 5, 14
 _PT_DYNAMIC, _PT_LOAD = 2, 1
+# Read at once from the start: the ELF header and the program headers, in any library.
+_HEAD = 4096
+
+
+class _File:
+    """Byte ranges of an open file, as slices of its content would give them (short at EOF)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.head = os.pread(fd, _HEAD, 0)
+
+    def read(self, offset: int, size: int) -> bytes:
+        if offset + size <= len(self.head):
+            return self.head[offset : offset + size]
+        size = min(size, self.size - offset)  # offsets and sizes come from the file itself
+        return os.pread(self.fd, size, offset) if size > 0 else b""
+
+    def string(self, offset: int) -> bytes:
+        """The NUL-terminated string at `offset`; ValueError when the file ends first."""
+        out = b""
+        while True:
+            chunk = self.read(offset + len(out), 256)
+            end = chunk.find(b"\0")
+            if end >= 0:
+                return out + chunk[:end]
+            if len(chunk) < 256:
+                raise ValueError("unterminated string")
+            out += chunk
 
 
 def soname(path: str) -> str | None:
     """The DT_SONAME of the library at `path`; None when it has none or is not ELF."""
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        return _soname(data)
-    except (struct.error, IndexError, UnicodeDecodeError):
+        return _soname(_File(fd))
+    except (OSError, struct.error, IndexError, ValueError):  # UnicodeDecodeError is one
         return None
+    finally:
+        os.close(fd)
 
 
-def _soname(data: bytes) -> str | None:
+def _soname(file: _File) -> str | None:
+    data = file.head
     if data[:4] != b"\x7fELF":
         return None
     wide = data[4] == 2
@@ -38,10 +73,11 @@ def _soname(data: bytes) -> str | None:
             *struct.unpack_from(end + "HH", data, 0x2A),
         )
         phdr, dyn = end + "IIIIIIII", end + "iI"
+    headers = file.read(phoff, (phnum - 1) * phentsize + struct.calcsize(phdr) if phnum else 0)
     loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
     dynamic: tuple[int, int] | None = None
     for i in range(phnum):
-        fields = struct.unpack_from(phdr, data, phoff + i * phentsize)
+        fields = struct.unpack_from(phdr, headers, i * phentsize)
         if wide:
             p_type, _flags, offset, vaddr, _paddr, filesz = fields[:6]
         else:
@@ -54,8 +90,10 @@ def _soname(data: bytes) -> str | None:
         return None
     strtab = name = None
     size = struct.calcsize(dyn)
-    for pos in range(dynamic[0], dynamic[0] + dynamic[1], size):
-        tag, value = struct.unpack_from(dyn, data, pos)
+    # The last entry may run past the segment's end into what follows it in the file.
+    entries = file.read(dynamic[0], dynamic[1] + size)
+    for pos in range(0, dynamic[1], size):
+        tag, value = struct.unpack_from(dyn, entries, pos)
         if tag == _DT_NULL:
             break
         if tag == _DT_STRTAB:
@@ -67,6 +105,5 @@ def _soname(data: bytes) -> str | None:
     # DT_STRTAB is a virtual address: map it to a file offset through the PT_LOAD segments.
     for vaddr, offset, filesz in loads:
         if vaddr <= strtab < vaddr + filesz:
-            start = offset + (strtab - vaddr) + name
-            return data[start : data.index(b"\0", start)].decode()
+            return file.string(offset + (strtab - vaddr) + name).decode()
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 from cdi.nvidia import elf, ldcache
@@ -28,6 +29,24 @@ def test_soname_of_non_elf_and_truncated_files(tmp_path: Path) -> None:
     cut.write_bytes(lib.read_bytes()[:100])
     assert elf.soname(str(cut)) is None
     assert elf.soname(str(tmp_path / "missing.so")) is None
+
+
+def test_soname_reads_only_what_leads_to_it(tmp_path: Path) -> None:
+    """A driver library is tens of megabytes: the SONAME comes from its headers, dynamic
+    segment and string table, not from reading the whole file (here 4 GiB, mostly a hole)."""
+    lib = shared_library(tmp_path, "libbig.so.1", "libbig.so.1")
+    with open(lib, "r+b") as stream:
+        stream.truncate(4 << 30)
+    code = (
+        "import resource, sys\n"
+        "from cdi.nvidia import elf\n"
+        "print(elf.soname(sys.argv[1]), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(lib)], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert out[0] == "libbig.so.1"
+    assert int(out[1]) < 256 * 1024  # KiB: far from the file's size
 
 
 def test_system_cache_matches_ldconfig_p() -> None:
