@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from itertools import repeat
 
 from cdi.nvidia import rootpath as rp
 from cdi.nvidia.inventory import Link, Node
@@ -84,24 +85,22 @@ def by_path_links(dev_root: str, pci: str, drm: Iterable[str]) -> list[Link]:
     return out
 
 
-def mig_minors(proc_sys_root: str) -> dict[str, int]:
-    """The node's /proc/driver/nvidia-caps/mig-minors: capability name -> cap node minor."""
-    out: dict[str, int] = {}
+def mig_minors(proc_sys_root: str) -> dict[str, str]:
+    """The node's /proc/driver/nvidia-caps/mig-minors: capability name -> cap node minor (its
+    digits: of the thousands of lines, a spec needs two per MIG device, converted by
+    `mig_caps`)."""
     text = rp.read_text(proc_sys_root, "/proc/driver/nvidia-caps/mig-minors") or ""
-    for line in text.splitlines():
-        name, _, minor = line.strip().rpartition(" ")
-        if name and minor.isdigit():
-            out[name] = int(minor)
-    return out
+    pairs = map(str.rpartition, map(str.strip, text.splitlines()), repeat(" "))
+    return {name: minor for name, _, minor in pairs if name and minor.isdecimal()}
 
 
-def mig_caps(minors: dict[str, int], gpu_minor: int, gi: int, ci: int) -> tuple[str, ...]:
+def mig_caps(minors: Mapping[str, str], gpu_minor: int, gi: int, ci: int) -> tuple[str, ...]:
     """Cap node paths a MIG device needs (GPU-instance access, compute-instance access); ()
     when mig-minors lacks either, since the device is unusable without both."""
     names = (f"gpu{gpu_minor}/gi{gi}/access", f"gpu{gpu_minor}/gi{gi}/ci{ci}/access")
     if not all(name in minors for name in names):
         return ()
-    return tuple(f"{CAPS_DIR}/nvidia-cap{minors[name]}" for name in names)
+    return tuple(f"{CAPS_DIR}/nvidia-cap{int(minors[name])}" for name in names)
 
 
 def firmware_path(proc_sys_root: str) -> str:

@@ -9,6 +9,7 @@ driver root's library by absolute path and hand it to pynvml before nvmlInit.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -67,14 +68,15 @@ class Nvml:
 
     def gpus(self, proc_sys_root: str = "/") -> list[Gpu]:
         """Every GPU NVML enumerates; one it cannot query is returned with `error` set."""
-        minors = devices.mig_minors(proc_sys_root)
+        # Read when a GPU is in MIG mode: only then are its thousands of lines needed.
+        minors = functools.cache(lambda: devices.mig_minors(proc_sys_root))
         try:
             count = self.nv.nvmlDeviceGetCount()
         except self.nv.NVMLError as error:
             raise NvmlError(f"NVML cannot count the GPUs: {error}") from None
         return [self._gpu(index, minors) for index in range(count)]
 
-    def _gpu(self, index: int, minors: dict[str, int]) -> Gpu:
+    def _gpu(self, index: int, minors: Callable[[], dict[str, str]]) -> Gpu:
         nv = self.nv
         gpu = Gpu(index, "", "", 0)
         try:
@@ -84,7 +86,7 @@ class Nvml:
             gpu = gpu._replace(minor=nv.nvmlDeviceGetMinorNumber(handle))
             gpu = gpu._replace(name=_text(nv.nvmlDeviceGetName(handle)))
             mig_enabled = self._optional(lambda: nv.nvmlDeviceGetMigMode(handle)[0], 0) == 1
-            migs = self._migs(handle, gpu.minor, minors) if mig_enabled else ()
+            migs = self._migs(handle, gpu.minor, minors()) if mig_enabled else ()
         except nv.NVMLError as error:
             return gpu._replace(error=f"NVML reports it failing ({error})")
         return gpu._replace(mig_enabled=mig_enabled, migs=migs)
@@ -98,7 +100,7 @@ class Nvml:
             return default
 
     def _migs(
-        self, handle: object, gpu_minor: int, minors: dict[str, int]
+        self, handle: object, gpu_minor: int, minors: dict[str, str]
     ) -> tuple[MigDevice, ...]:
         nv = self.nv
         out = []
