@@ -5,10 +5,10 @@ in order; instances are equal when of the same class with equal fields.
 
 Declare such a class as
 
-    @attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+    @attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
     class Name(Frozen): ...
 
-(nothing matches on these classes or refers to them weakly).
+(nothing matches on these classes; without slots, attrs makes the class once instead of twice).
 """
 
 from typing import Any

@@ -67,7 +67,7 @@ def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value) if value else {}
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class DeviceNode(Frozen):
     """A device node to create in the container (`deviceNodes[]`)."""
 
@@ -82,7 +82,7 @@ class DeviceNode(Frozen):
     gid: int | None = attrs.field(default=None, metadata=cdi("gid", Wire.UINT32))
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class Mount(Frozen):
     """A mount to add to the container (`mounts[]`)."""
 
@@ -105,7 +105,7 @@ HOOK_STAGES = (
 )
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class Hook(Frozen):
     """An OCI hook (`hooks[]`); `hook_name` is the OCI stage (one of HOOK_STAGES)."""
 
@@ -118,7 +118,7 @@ class Hook(Frozen):
     timeout: int | None = attrs.field(default=None, metadata=cdi("timeout", Wire.INT64))
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class IntelRdt(Frozen):
     """Intel RDT settings (`intelRdt`)."""
 
@@ -129,7 +129,7 @@ class IntelRdt(Frozen):
     enable_mbm: bool | None = attrs.field(default=None, metadata=cdi("enableMBM", Wire.BOOL))
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class ContainerEdits(Frozen):
     """Edits a device (or the whole spec) makes to a container."""
 
@@ -164,7 +164,7 @@ class ContainerEdits(Frozen):
         )
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class Device(Frozen):
     """One named device of a spec."""
 
@@ -180,7 +180,7 @@ class Device(Frozen):
     )
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class Spec(Frozen):
     """A whole CDI spec file."""
 

@@ -23,7 +23,7 @@ class RootError(ValueError):
     """A root is missing or not a directory; one line naming the flag, the path and where."""
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class Local(Frozen):
     """The node's roots as paths of this filesystem: where discovery reads."""
 
@@ -36,7 +36,7 @@ def _dev_default(roots: Roots) -> str:
     return roots.driver_root
 
 
-@attrs.frozen(repr=False, eq=False, match_args=False, weakref_slot=False)
+@attrs.frozen(repr=False, eq=False, match_args=False, slots=False)
 class Roots(Frozen):
     """Where a node's driver, /dev, /proc and /sys are, and where the node is mounted here.
 
