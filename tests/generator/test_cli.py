@@ -213,3 +213,32 @@ def test_nvml_failing_as_a_whole(
     proc = gpu_cdi(["generate", *host_args(host)], host)
     assert proc.returncode == 2 and proc.stdout == ""
     assert says in _error_line(proc.stderr)
+
+
+@pytest.mark.parametrize(
+    ("setup", "said"),
+    [
+        ("", "out err"),  # nothing left to run: ends at once, output flushed
+        ("import atexit; atexit.register(lambda: print('atexit ran'))", "out err atexit ran"),
+        (
+            "import threading, time; "
+            "threading.Thread(target=lambda: (time.sleep(0.2), print('thread ran'))).start()",
+            "out err thread ran",
+        ),
+    ],
+)
+def test_end_skips_teardown_only_when_nothing_is_left(setup: str, said: str) -> None:
+    """`gpu-cdi` leaves without the interpreter's teardown only when no atexit callback and
+    no other thread would still run; its buffered output is written either way."""
+    import subprocess
+    import sys
+
+    code = (
+        f"{setup}\nimport sys\nsys.stdout.write('out ')\nsys.stderr.write('err ')\n"
+        "from cdi.cli import end\nend(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 3
+    assert sorted(f"{done.stdout} {done.stderr}".split()) == sorted(said.split())
