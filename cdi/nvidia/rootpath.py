@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 
 _MAX_LINKS = 40
 
@@ -16,8 +16,8 @@ _MAX_LINKS = 40
 # on the way (they count against _MAX_LINKS); None: something on the way is missing.
 _State = tuple[tuple[str, ...], int]
 _START: _State = ((), 0)
-# Inside `one_pass`: the state of each (root, path prefix) resolved so far.
-_PASS: ContextVar[dict[str, _State | None] | None] = ContextVar("rootpath_pass", default=None)
+# Inside `one_pass`, per thread: `memo`, the state of each (root, path prefix) resolved so far.
+_PASS = threading.local()
 
 
 @contextmanager
@@ -25,11 +25,12 @@ def one_pass() -> Iterator[None]:
     """Within the block, each path prefix under each root is resolved once: a discovery
     reads hundreds of files in a few directories, and the node does not change under it.
     Nothing is remembered after the block."""
-    token = _PASS.set({})
+    outer = getattr(_PASS, "memo", None)
+    _PASS.memo = {}
     try:
         yield
     finally:
-        _PASS.reset(token)
+        _PASS.memo = outer
 
 
 def host(root: str, path: str) -> str:
@@ -42,7 +43,7 @@ def host(root: str, path: str) -> str:
 def resolve(root: str, path: str) -> str | None:
     """`path` with every symlink resolved inside `root`; None when something is missing."""
     parts = [part for part in path.split("/") if part]
-    memo = _PASS.get()
+    memo: dict[str, _State | None] | None = getattr(_PASS, "memo", None)
     state: _State | None
     if memo is None:
         state = _walk(root, _START, parts)

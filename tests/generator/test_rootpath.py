@@ -79,3 +79,30 @@ def test_one_pass_resolves_as_without_it(tmp_path: Path) -> None:
     with rootpath.one_pass():
         assert rootpath.resolve(root, "/lib/y") is None
     assert rootpath.resolve(root, "/lib/y") is None
+
+
+def test_one_pass_is_its_threads_own(tmp_path: Path) -> None:
+    """A pass remembers for the thread that runs it: another thread resolving meanwhile (a
+    device plugin's, say) reads the disk, and its own pass does not end this one's."""
+    import threading
+
+    (tmp_path / "a").mkdir()
+    os.symlink("a", tmp_path / "link")
+    root = str(tmp_path)
+    seen: list[str | None] = []
+
+    def other() -> None:
+        with rootpath.one_pass():
+            seen.append(rootpath.resolve(root, "/link"))
+
+    with rootpath.one_pass():
+        assert rootpath.resolve(root, "/link") == "/a"
+        os.remove(tmp_path / "link")
+        os.symlink("b", tmp_path / "link")
+        (tmp_path / "b").mkdir()
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert seen == ["/b"]
+        assert rootpath.resolve(root, "/link") == "/a"  # this pass still remembers
+    assert rootpath.resolve(root, "/link") == "/b"
