@@ -189,8 +189,8 @@ def _yaml_object(
     """Append the lines of model object `obj` (a mapping) at `indent`.
 
     A spec repeats itself: `strings` caches how each string is written (paths, options, hook
-    arguments), `seen` the lines of each nested object (the devices named by index and by
-    UUID share their edits)."""
+    arguments), `seen` the lines of each nested object or list (the devices named by index and
+    by UUID share their edits, the mounts their options)."""
     inner = indent + "  "
     for _, attr, default, always, how, written in _table(type(obj)):
         value = getattr(obj, attr)
@@ -226,7 +226,11 @@ def _yaml_object(
                     out[start] = f"{inner}- {out[start][len(deeper) :]}"
         elif how is _LIST:
             out.append(head)
-            out.extend(f"{inner}- {_scalar_text(item, strings)}" for item in value)
+            key = (id(value), inner)
+            lines = seen.get(key)
+            if lines is None:  # mounts share their options
+                lines = seen[key] = [f"{inner}- {_scalar_text(item, strings)}" for item in value]
+            out.extend(lines)
         else:
             out.append(head)
             _yaml_mapping(value, inner, out)
