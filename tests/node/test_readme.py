@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from importlib.metadata import version
@@ -17,6 +18,7 @@ import pytest
 
 from tests.node.support import (
     PROGRAMS,
+    PROJECT,
     hook_paths,
     newcomer_command,
     readme_blocks,
@@ -83,3 +85,17 @@ def test_the_first_command_gives_a_usable_spec_and_the_output_shown(clone: Path)
     assert hooks == f"gpu-cdi-hook {version('gpu-cdi')}\n"
     assert versions == [f"{p} {version('gpu-cdi')}\n" for p in PROGRAMS]
     assert editable.strip() == "0"  # a real install, not a link to the clone
+
+
+def test_the_device_plugin_listing_shows_real_output() -> None:
+    blocks = readme_blocks()
+    at = next(i for i, (lang, text) in enumerate(blocks) if "gpu-cdi-device-plugin --list" in text)
+    command, (_, shown) = blocks[at][1].strip(), blocks[at + 1]
+    assert command.startswith(".venv/bin/gpu-cdi-device-plugin ")
+    argv = [str(PROJECT / command.split()[0]), *command.split()[1:]]
+    result = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.splitlines()
+    assert printed[0] == shown.splitlines()[0]  # the header
+    for line in shown.splitlines():
+        assert line in printed
