@@ -11,7 +11,8 @@ the rows that compare the two; nvidia-ctk needs the anchors' LD_PRELOAD shim for
 the fake NVML may lack (tried without it first).
 
 Needs root (the fake hosts' device nodes are made with mknod; nsrun.sh mounts) and the fake
-NVML (`python -m gpu_cdi_fakehost build-lib`). Peak RSS needs /usr/bin/time (GNU time).
+NVML (`python -m gpu_cdi_fakehost build-lib`). Peak RSS needs /usr/bin/time (GNU time); the
+instruction counts (callgrind's, which the machine's load does not move) need valgrind.
 
 Run: .venv/bin/python bench/generate.py [--runs N]
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,6 +123,23 @@ def peak_rss(argv: Argv, env: dict[str, str]) -> float | None:
         )
         peaks.append(int(proc.stderr.decode().strip().splitlines()[-1]))
     return max(peaks) / 1024
+
+
+def instructions(argv: Argv, env: dict[str, str]) -> int | None:
+    """Instructions one run of `argv` executes, counted by callgrind (None without valgrind)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    with tempfile.TemporaryDirectory() as work:
+        proc = subprocess.run(
+            [valgrind, "--tool=callgrind", f"--callgrind-out-file={work}/out", *argv],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=True,
+        )
+    found = re.search(r"Collected : (\d+)", proc.stderr.decode())
+    return int(found.group(1)) if found else None
 
 
 def ctk_env(anchors: Path, host: Any, env: dict[str, str]) -> dict[str, str] | None:
@@ -247,6 +267,17 @@ def main() -> int:
                 f"import floor {floor.median():.1f} ms",
                 f"{model.median() / floor.median():.2f}x (CPU "
                 f"{model.cpu_median() / floor.cpu_median():.2f}x)",
+                "-",
+                None,
+            )
+        )
+        ours_ir, floor_ir = instructions(generate, env), instructions(floor.argv, env)
+        rows.append(
+            row(
+                "same, instructions (callgrind)",
+                f"{ours_ir / 1e6:.1f} M" if ours_ir else "- (no valgrind)",
+                f"import floor {floor_ir / 1e6:.1f} M" if floor_ir else "-",
+                f"{ours_ir / floor_ir:.2f}x" if ours_ir and floor_ir else "-",
                 "-",
                 None,
             )

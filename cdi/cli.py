@@ -103,8 +103,9 @@ def end(code: int) -> NoReturn:
     threading = sys.modules.get("threading")
     if atexit._ncallbacks() == 0 and (threading is None or threading.active_count() == 1):
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            for stream in (sys.stdout, sys.stderr):
+                if stream is not None:  # None: the descriptor was closed at start
+                    stream.flush()
         except (OSError, ValueError):
             pass
         else:

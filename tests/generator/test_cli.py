@@ -242,3 +242,21 @@ def test_end_skips_teardown_only_when_nothing_is_left(setup: str, said: str) -> 
     )
     assert done.returncode == 3
     assert sorted(f"{done.stdout} {done.stderr}".split()) == sorted(said.split())
+
+
+def test_end_with_stderr_closed_at_start() -> None:
+    """A program started with stderr closed has sys.stderr None: end still writes stdout and
+    exits with the code."""
+    import subprocess
+    import sys
+
+    code = "import sys\nprint('out')\nfrom cdi.cli import end\nend(5)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=60,
+        preexec_fn=lambda: os.close(2),
+    )
+    assert (done.returncode, done.stdout) == (5, "out\n")
