@@ -94,9 +94,9 @@ def console() -> NoReturn:
 def end(code: int) -> NoReturn:
     """Exit with `code`. When nothing is left to run at exit (no other thread, no atexit
     callback), the output is flushed and the process ends at once: the interpreter's teardown
-    would only free, one by one, every object the run made (8 ms of a `gpu-cdi generate` run
-    on the development VM, 14 % of its import floor). Otherwise, or if flushing fails, as
-    sys.exit does."""
+    would only free, one by one, every object the run made (for `gpu-cdi generate`, a tenth of
+    its import floor's instructions, 8-13 ms on the development VM). Otherwise, or if flushing
+    fails, as sys.exit does."""
     import atexit
     import os
 
