@@ -1,7 +1,7 @@
 """Benchmark of the gpu-cdi NRI plugin inside containerd. Prints two tables.
 
 Run (root; needs the tests/e2e packages, gcc for the fake NVML):
-    .venv/bin/python bench/nri_gpu.py [--rounds 12] [--block 30] [--containerd 1.7 ...]
+    .venv/bin/python bench/nri_gpu.py [--rounds 30] [--block 20] [--containerd 1.7 ...]
                                       [--inproc-n 5000] [--skip-containerd]
 
 1. Time inside the plugin for one CreateContainer (decode the request, find the requests,
@@ -13,8 +13,11 @@ Run (root; needs the tests/e2e packages, gcc for the fake NVML):
    containerd 1.7.24 and 2.1, roots on tmpfs, the same spec in containerd's CDI dir. Per
    release one containerd instance per role: no plugin (a plain container; one asking
    containerd's own CDI for nvidia.com/gpu=0 through CRI CDI_devices: the anchor),
-   gpu-cdi-nri in resolve mode (NVIDIA_VISIBLE_DEVICES=0; a container asking nothing), and on
-   2.1 gpu-cdi-nri in native mode (containerd 1.7.24 drops CDI names from plugins). Every
+   gpu-cdi-nri in resolve mode (NVIDIA_VISIBLE_DEVICES=0; a container asking nothing), on 2.1
+   gpu-cdi-nri in native mode (containerd 1.7.24 drops CDI names from plugins), and for each
+   mode a Go plugin on containerd's stub answering gpu-cdi-nri's bytes (bench/nri_go_trivial
+   -answer): what the NRI round trip and containerd's handling of that answer cost whoever
+   the plugin is, so that "beside the Go plugin" is what is gpu-cdi-nri's own. Every
    iteration creates one container of each case on each release, in rotated order, so the
    figures compared are taken milliseconds apart; each round the plugins move to the next
    instance, so a difference between two instances cancels out over the rounds.
@@ -38,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -179,6 +183,25 @@ CASES = {
     "1.7": (PLAIN, OWN_CDI, RESOLVE, NO_REQUEST, GO_RESOLVE),
     "2.1": (PLAIN, OWN_CDI, RESOLVE, NO_REQUEST, NATIVE, GO_RESOLVE, GO_NATIVE),
 }
+# --parts: a Go plugin answering one part of the resolve answer (or nothing, or one env
+# variable), to see what containerd does with each: part -> (keep it, gets /dev/nvidia0)
+Keep = Callable[[api.ContainerAdjustment, api.ContainerAdjustment], None]  # (full, part)
+PARTS: dict[str, tuple[Keep, bool]] = {
+    "mounts": (lambda full, part: part.mounts.extend(full.mounts), False),
+    "devices": (lambda full, part: part.linux.devices.extend(full.linux.devices), True),
+    "hooks": (lambda full, part: part.hooks.CopyFrom(full.hooks), False),
+    "one env": (lambda full, part: part.env.add(key="BENCH", value="1"), False),
+    "empty": (lambda full, part: None, False),
+}
+
+
+def part_case(part: str) -> Case:
+    """The case of a Go plugin answering only `part` (a key of PARTS)."""
+    role = "go-" + part.replace(" ", "-")
+    ROLES.setdefault(role, (f"a Go plugin answering {part} of the resolve answer", "go-echo"))
+    return Case(f"Go plugin, {part} only", role, ASKS_GPU0, devices=PARTS[part][1])
+
+
 # case -> (its target beside containerd's own CDI in ms, the Go plugin sending the same bytes)
 TARGETS = {RESOLVE: (TARGET_RESOLVE_MS, GO_RESOLVE), NATIVE: (TARGET_NATIVE_MS, GO_NATIVE)}
 
@@ -186,11 +209,13 @@ TARGETS = {RESOLVE: (TARGET_RESOLVE_MS, GO_RESOLVE), NATIVE: (TARGET_NATIVE_MS, 
 class Release:
     """One containerd release line: an instance per role; the plugins move between them."""
 
-    def __init__(self, version: str, stack: contextlib.ExitStack, work: Path) -> None:
+    def __init__(
+        self, version: str, stack: contextlib.ExitStack, work: Path, parts: Sequence[str] = ()
+    ) -> None:
         from tests.e2e.harness import Containerd
 
         self.version = version
-        self.cases = CASES[version]
+        self.cases = CASES[version] + tuple(part_case(part) for part in parts)
         self.roles = [role for role in ROLES if any(case.role == role for case in self.cases)]
         self.work = work
         self.instances = []
@@ -284,14 +309,21 @@ class Release:
         return sum("msg=injected" in line for line in log.read_text().splitlines())
 
 
-def containerd_latency(versions: list[str], rounds: int, block: int, warmup: int) -> None:
+def containerd_latency(
+    versions: list[str], rounds: int, block: int, warmup: int, parts: Sequence[str] = ()
+) -> None:
     """CreateContainer latency on each release, every case interleaved (module docstring)."""
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         spec_dir = build_spec_dir(work)
-        (work / "go-resolve.answer").write_bytes(resolved_answer(spec_dir))
+        resolved = resolved_answer(spec_dir)
+        (work / "go-resolve.answer").write_bytes(resolved)
         (work / "go-native.answer").write_bytes(native_answer())
-        releases = [Release(v, stack, work) for v in versions]
+        for part in parts:
+            answer = api.ContainerAdjustment()
+            PARTS[part][0](api.ContainerAdjustment.FromString(resolved), answer)
+            (work / f"{part_case(part).role}.answer").write_bytes(answer.SerializeToString())
+        releases = [Release(v, stack, work, parts) for v in versions]
         stack.callback(lambda: [r.stop_plugins() for r in releases])
         slots = [(release, case) for release in releases for case in release.cases]
         load = [os.getloadavg()[0]]
@@ -373,16 +405,24 @@ def main() -> int:
     ap.add_argument(
         "--rounds",
         type=int,
-        default=12,
-        help="rounds (a multiple of 6 puts every plugin on every instance equally often)",
+        default=30,
+        help="rounds (a multiple of 15 puts every plugin on every instance equally often: "
+        "3 instances for 1.7, 5 for 2.1)",
     )
-    ap.add_argument("--block", type=int, default=30, help="iterations per round")
+    ap.add_argument("--block", type=int, default=20, help="iterations per round")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations after a move")
     ap.add_argument(
         "--containerd",
         action="append",
         choices=sorted(CASES),
         help="release line to measure (repeatable; default: all)",
+    )
+    ap.add_argument(
+        "--parts",
+        action="append",
+        choices=list(PARTS),
+        help="also a Go plugin answering only this part of the resolve answer (repeatable): "
+        "what containerd does with each",
     )
     ap.add_argument("--inproc-n", type=int, default=5000)
     ap.add_argument("--skip-containerd", action="store_true")
@@ -394,7 +434,8 @@ def main() -> int:
         spec_dir = build_spec_dir(Path(tmp))
         print_inproc(inproc(spec_dir, args.inproc_n))
     if not args.skip_containerd:
-        containerd_latency(args.containerd or sorted(CASES), args.rounds, args.block, args.warmup)
+        versions = args.containerd or sorted(CASES)
+        containerd_latency(versions, args.rounds, args.block, args.warmup, args.parts or ())
     return 0
 
 
