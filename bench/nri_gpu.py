@@ -184,22 +184,36 @@ CASES = {
     "2.1": (PLAIN, OWN_CDI, RESOLVE, NO_REQUEST, NATIVE, GO_RESOLVE, GO_NATIVE),
 }
 # --parts: a Go plugin answering one part of the resolve answer (or nothing, or one env
-# variable), to see what containerd does with each: part -> (keep it, gets /dev/nvidia0)
+# variable), to see what containerd does with each:
+# part -> (what it answers, copy it from the full answer, whether it gets /dev/nvidia0)
 Keep = Callable[[api.ContainerAdjustment, api.ContainerAdjustment], None]  # (full, part)
-PARTS: dict[str, tuple[Keep, bool]] = {
-    "mounts": (lambda full, part: part.mounts.extend(full.mounts), False),
-    "devices": (lambda full, part: part.linux.devices.extend(full.linux.devices), True),
-    "hooks": (lambda full, part: part.hooks.CopyFrom(full.hooks), False),
-    "one env": (lambda full, part: part.env.add(key="BENCH", value="1"), False),
-    "empty": (lambda full, part: None, False),
+PARTS: dict[str, tuple[str, Keep, bool]] = {
+    "mounts": (
+        "the resolve answer's mounts",
+        lambda full, part: part.mounts.extend(full.mounts),
+        False,
+    ),
+    "devices": (
+        "the resolve answer's devices",
+        lambda full, part: part.linux.devices.extend(full.linux.devices),
+        True,
+    ),
+    "hooks": (
+        "the resolve answer's hook",
+        lambda full, part: part.hooks.CopyFrom(full.hooks),
+        False,
+    ),
+    "one env": ("one env variable", lambda full, part: part.env.add(key="BENCH", value="1"), False),
+    "empty": ("an empty adjustment", lambda full, part: None, False),
 }
 
 
 def part_case(part: str) -> Case:
     """The case of a Go plugin answering only `part` (a key of PARTS)."""
+    what, _, devices = PARTS[part]
     role = "go-" + part.replace(" ", "-")
-    ROLES.setdefault(role, (f"a Go plugin answering {part} of the resolve answer", "go-echo"))
-    return Case(f"Go plugin, {part} only", role, ASKS_GPU0, devices=PARTS[part][1])
+    ROLES.setdefault(role, (f"a Go plugin answering {what}", "go-echo"))
+    return Case(f"Go plugin, {part}", role, ASKS_GPU0, devices=devices)
 
 
 # case -> (its target beside containerd's own CDI in ms, the Go plugin sending the same bytes)
@@ -321,7 +335,7 @@ def containerd_latency(
         (work / "go-native.answer").write_bytes(native_answer())
         for part in parts:
             answer = api.ContainerAdjustment()
-            PARTS[part][0](api.ContainerAdjustment.FromString(resolved), answer)
+            PARTS[part][1](api.ContainerAdjustment.FromString(resolved), answer)
             (work / f"{part_case(part).role}.answer").write_bytes(answer.SerializeToString())
         releases = [Release(v, stack, work, parts) for v in versions]
         stack.callback(lambda: [r.stop_plugins() for r in releases])
