@@ -34,7 +34,7 @@ proto: venv
 	$(PY) -m device_plugin.api.genproto
 
 bench: venv
-	for b in cdi_registry generate generate_in_container hook nri nri_gpu fakehost_build nvidia_ctk_parity device_plugin; do $(PY) bench/$$b.py || exit 1; done
+	for b in cdi_registry generate generate_in_container hook nri nri_gpu fakehost_build nvidia_ctk_parity device_plugin node; do $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -1,136 +1,334 @@
-"""Benchmark of `gpu-cdi generate`: the whole process on a fake host, and in-process generation.
-Prints a table. Needs root (the fake hosts' device nodes are made with mknod) and the fake NVML
-(`python -m gpu_cdi_fakehost build-lib`).
+"""Benchmark of `gpu-cdi generate`: the whole process and in-process regeneration, each figure
+printed as a ratio beside its anchor measured in the same run, interleaved (the machine is
+shared and noisy): the import floor `python -c "import pynvml, attrs"` always, and NVIDIA's
+nvidia-ctk 1.20 when ../shared/anchors holds it. Prints a table.
+
+gpu-cdi runs from a regular install of this tree (`pip install --no-deps .` into a temporary
+venv whose dependencies are the dev venv's), so its start-up is what an operator gets, not the
+editable install's. nvidia-ctk reads /sys and /proc at fixed paths, so it runs under the
+anchors' `nsrun.sh` (a mount namespace with the fake host's), and gpu-cdi runs there too for
+the rows that compare the two; nvidia-ctk needs the anchors' LD_PRELOAD shim for the MIG calls
+the fake NVML may lack (tried without it first).
+
+Needs root (the fake hosts' device nodes are made with mknod; nsrun.sh mounts) and the fake
+NVML (`python -m gpu_cdi_fakehost build-lib`). Peak RSS needs /usr/bin/time (GNU time).
 
 Run: .venv/bin/python bench/generate.py [--runs N]
-
-Targets (issue 4, CI machine): whole process <= 40 ms on dgx-a100-mig (nvidia-ctk: 34-45 ms;
-`python -c pass`: ~10 ms); in-process <= 10 ms for dgx-a100-mig and <= 100 ms for scale-64;
-peak RSS <= 40 MB.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cdi.nvidia import generate as gen  # noqa: E402
-from cdi.nvidia.build import Options  # noqa: E402
-from cdi.nvidia.discover import discover  # noqa: E402
-from cdi.nvidia.inventory import load  # noqa: E402
-from cdi.nvidia.roots import Roots  # noqa: E402
+TIME = "/usr/bin/time"
+Argv = list[str]
 
 
-def _peak_rss(argv: list[str], env: dict[str, str]) -> int | None:
-    """Peak RSS (KiB) of `argv`, through /usr/bin/time: a child forked from this (large)
-    process would report our RSS as its own high-water mark."""
-    if not os.access("/usr/bin/time", os.X_OK):
+def find_anchors() -> Path | None:
+    """The shared anchors directory (nvidia-ctk), if this checkout can see one."""
+    given = os.environ.get("GPU_CDI_ANCHORS")
+    for candidate in ([Path(given)] if given else []) + [
+        ROOT.parent / "shared" / "anchors",
+        ROOT.parent.parent / "shared" / "anchors",
+    ]:
+        if (candidate / "nvidia-ctk").is_file() and (candidate / "nsrun.sh").is_file():
+            return candidate
+    return None
+
+
+def regular_install(work: Path) -> Path:
+    """A venv with this tree installed as `pip install .` installs it; returns its bin dir."""
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    deps = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
+    (site / "gpu_cdi_bench_deps.pth").write_text(f"{deps}\n")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install"),
+            *("-q", "--no-deps", "--no-build-isolation", str(ROOT)),
+        ],
+        check=True,
+        cwd=work,
+    )
+    return venv / "bin"
+
+
+class Timed:
+    """Wall and CPU (user + system) milliseconds of each run of one command."""
+
+    def __init__(self, argv: Argv, env: dict[str, str]) -> None:
+        self.argv = argv
+        self.env = env
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def run(self) -> None:
+        start = time.perf_counter()
+        pid = os.posix_spawn(
+            self.argv[0],
+            self.argv,
+            self.env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, "/dev/null", os.O_WRONLY, 0),
+            ],
+        )
+        _, status, usage = os.wait4(pid, 0)
+        self.wall.append((time.perf_counter() - start) * 1000)
+        self.cpu.append((usage.ru_utime + usage.ru_stime) * 1000)
+        if status != 0:
+            raise SystemExit(f"failed ({status}): {' '.join(self.argv)}")
+
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def interleaved(commands: Sequence[Timed], runs: int) -> None:
+    """One warm-up each (bytecode written, caches filled), then `runs` rounds in turn."""
+    for command in commands:
+        command.run()
+    for _ in range(runs):
+        for command in commands:
+            command.run()
+
+
+def peak_rss(argv: Argv, env: dict[str, str]) -> float | None:
+    """Peak RSS (MiB) over 3 runs, through GNU time: a child this (large) process spawns would
+    report our own RSS as its high-water mark."""
+    if not os.access(TIME, os.X_OK):
         return None
     peaks = []
-    for _ in range(5):
+    for _ in range(3):
         proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", *argv], env=env, capture_output=True, text=True
+            [TIME, "-f", "%M", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        peaks.append(int(proc.stderr.strip().splitlines()[-1]))
-    return max(peaks)
+        peaks.append(int(proc.stderr.decode().strip().splitlines()[-1]))
+    return max(peaks) / 1024
 
 
-def _process(argv: list[str], env: dict[str, str], runs: int) -> tuple[list[float], int | None]:
-    """Wall times (ms) of `argv` run `runs` times (after one warm-up), and its peak RSS (KiB)."""
-    times = []
-    for i in range(runs + 1):
-        start = time.perf_counter()
-        proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if i:
-            times.append((time.perf_counter() - start) * 1000)
-        if proc.returncode != 0:
-            raise SystemExit(f"{argv} failed: {proc.stderr.decode()}")
-    return times, _peak_rss(argv, env)
+def ctk_env(anchors: Path, host: Any, env: dict[str, str]) -> dict[str, str] | None:
+    """The environment nvidia-ctk runs with on `host`: without the MIG shim if the fake NVML
+    has every call it needs, else with it; None when it does not run at all."""
+    argv = ctk_argv(anchors, host)
+    for extra in ({}, {"LD_PRELOAD": str(anchors / "libnvml-mig-shim.so")}):
+        trial = {**env, **extra}
+        proc = subprocess.run(argv, env=trial, capture_output=True)
+        if proc.returncode == 0:
+            return trial
+    return None
 
 
-def _in_process(call: Callable[[], object], runs: int) -> list[float]:
-    call()  # warm-up: imports and first-time caches are the whole-process row's business
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
+def ctk_argv(anchors: Path, host: Any) -> Argv:
+    return [
+        *nsrun(anchors, host),
+        str(anchors / "nvidia-ctk"),
+        "cdi",
+        "generate",
+        "--driver-root",
+        str(host.driver_root),
+        "--dev-root",
+        str(host.dev_root),
+        "--output",
+        f"{host.root}/.ctk.yaml",
+    ]
 
 
-def _generate(host: object, inventory_path: str | None) -> Callable[[], object]:
-    def run() -> object:
-        if inventory_path is None:
-            inv = discover(
-                Roots(
-                    str(host.driver_root),  # type: ignore[attr-defined]
-                    str(host.dev_root),  # type: ignore[attr-defined]
-                    proc_sys_root=str(host.proc_sys_root),  # type: ignore[attr-defined]
-                )
-            )
-        else:
-            inv = load(inventory_path)
-        target = gen.Target("", "yaml")
-        return gen.run(inv, Options(), target, None, out=io.StringIO(), err=io.StringIO())
-
-    return run
+def nsrun(anchors: Path, host: Any) -> Argv:
+    """Run in a mount namespace with the fake host's /sys and /proc (nvidia-ctk reads them at
+    fixed paths)."""
+    return [str(anchors / "nsrun.sh"), str(host.proc_sys_root)]
 
 
-def _row(name: str, times: list[float], target: str, rss: int | None = None) -> str:
-    # Medians resist the noise of a shared 2-core machine better than means.
-    mem = f"{rss / 1024:6.1f} MiB" if rss else "         -"
-    return (
-        f"| {name:<46} | {statistics.mean(times):7.1f} | {statistics.median(times):7.1f} "
-        f"| {min(times):7.1f} | {mem} | {target:>9} |"
+def regenerate_in_process(bin_dir: Path, host: Any, runs: int) -> tuple[float, float, float, float]:
+    """Median wall, minimum wall and median CPU ms of `cdi.nvidia.generate.regenerate` on
+    `host` in the regular install, and the median wall ms of its discovery part alone, after
+    one warm-up (imports and first-time caches are the whole-process rows' business)."""
+    code = (
+        "import statistics, sys, time\n"
+        "from cdi.nvidia.build import Options\n"
+        "from cdi.nvidia.discover import discover\n"
+        "from cdi.nvidia.generate import regenerate\n"
+        "from cdi.nvidia.roots import Roots\n"
+        "r = Roots(*sys.argv[1:3], proc_sys_root=sys.argv[3])\n"
+        "for call in (lambda: regenerate(r, Options()), lambda: discover(r)):\n"
+        "    call()\n"
+        "    times, cpu = [], []\n"
+        "    for _ in range(int(sys.argv[4])):\n"
+        "        start, start_cpu = time.perf_counter(), time.process_time()\n"
+        "        call()\n"
+        "        times.append((time.perf_counter() - start) * 1000)\n"
+        "        cpu.append((time.process_time() - start_cpu) * 1000)\n"
+        "    print(statistics.median(times), min(times), statistics.median(cpu))\n"
     )
+    roots = [str(host.driver_root), str(host.dev_root), str(host.proc_sys_root)]
+    proc = subprocess.run(
+        [str(bin_dir / "python"), "-c", code, *roots, str(runs)],
+        env={**os.environ, **host.env},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
+    whole, best, cpu, discovery, _, _ = map(float, proc.stdout.split())
+    return whole, best, cpu, discovery
+
+
+def row(what: str, ours: str, anchor: str, ratio: str, target: str, ok: bool | None) -> str:
+    verdict = "-" if ok is None else ("OK" if ok else "MISSED")
+    return f"| {what} | {ours} | {anchor} | {ratio} | {target} | {verdict} |"
 
 
 def main() -> int:
-    """Build the fake hosts, time everything, print the table."""
+    """Build the fake hosts and the regular install, time everything, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=20, help="rounds of the process rows")
     args = parser.parse_args()
     from gpu_cdi_fakehost.builder import build_host
 
+    anchors = find_anchors()
     rows = [
-        "| what | mean ms | median ms | min ms | peak RSS | target |",
+        "| what | gpu-cdi | anchor | ratio | target | verdict |",
         "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as base:
-        hosts = {t: build_host(t, Path(base) / t) for t in ("dgx-a100-mig", "scale-64")}
+        work = Path(base)
+        bin_dir = regular_install(work)
+        hosts = {t: build_host(t, work / t) for t in ("dgx-a100-mig", "scale-64")}
         mig = hosts["dgx-a100-mig"]
         env = {**os.environ, **mig.env}
-        # Cached bytecode, as an installed gpu-cdi runs; the warm-up run writes it.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        exe = str(Path(sys.executable).parent / "gpu-cdi")
-        argv = [exe, *mig.generate_argv[1:]]
-        times, rss = _process([sys.executable, "-c", "pass"], env, args.runs)
-        rows.append(_row("python -c pass (process start)", times, "-", rss))
-        times, rss = _process(argv, env, args.runs)
-        rows.append(_row("gpu-cdi generate, dgx-a100-mig (process)", times, "40 ms", rss))
-        inv_mig = str(ROOT / "specs/inventories/dgx-a100-mig.yaml")
-        times, rss = _process([exe, "generate", "--inventory", inv_mig], env, args.runs)
-        rows.append(_row("gpu-cdi generate --inventory dgx-a100-mig", times, "-", rss))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # cached bytecode, as an install has it
+        python = str(bin_dir / "python")
+        generate = [str(bin_dir / "gpu-cdi"), *mig.generate_argv[1:]]
+        floor = Timed([python, "-c", "import pynvml, attrs"], env)
+        model = Timed([python, "-c", "import pynvml, attrs, cdi.spec"], env)
+        ours = Timed(generate, env)
+        interleaved([floor, model, ours], args.runs)
+        ratio = ours.median() / floor.median()
+        rows.append(
+            row(
+                "`generate` whole process, dgx-a100-mig (wall, median)",
+                f"{ours.median():.1f} ms",
+                f"import floor {floor.median():.1f} ms",
+                f"{ratio:.2f}x",
+                "≤ 1.15x",
+                ratio <= 1.15,
+            )
+        )
+        rows.append(
+            row(
+                "same, CPU time (user + system)",
+                f"{ours.cpu_median():.1f} ms",
+                f"import floor {floor.cpu_median():.1f} ms",
+                f"{ours.cpu_median() / floor.cpu_median():.2f}x",
+                "-",
+                None,
+            )
+        )
+        rows.append(
+            row(
+                "importing the spec model (`import pynvml, attrs, cdi.spec`)",
+                f"{model.median():.1f} ms",
+                f"import floor {floor.median():.1f} ms",
+                f"{model.median() / floor.median():.2f}x (CPU "
+                f"{model.cpu_median() / floor.cpu_median():.2f}x)",
+                "-",
+                None,
+            )
+        )
+        rss = peak_rss(generate, env)
+        floor_rss = peak_rss(floor.argv, env)
+        rows.append(
+            row(
+                "peak RSS, `generate` dgx-a100-mig",
+                f"{rss:.1f} MiB" if rss else "- (no /usr/bin/time)",
+                f"import floor {floor_rss:.1f} MiB" if floor_rss else "-",
+                f"{rss / floor_rss:.2f}x" if rss and floor_rss else "-",
+                "≤ 22 MiB",
+                None if rss is None else rss <= 22,
+            )
+        )
+
+        regen = {
+            name: regenerate_in_process(bin_dir, host, args.runs if name == "dgx-a100-mig" else 5)
+            for name, host in hosts.items()
+        }
+        ctk_ms: dict[str, float] = {}
+        if anchors is None:
+            rows.append(row("nvidia-ctk", "-", "not found (../shared/anchors)", "-", "-", None))
         for name, host in hosts.items():
-            os.environ.update(host.env)
-            target = "10 ms" if name == "dgx-a100-mig" else "100 ms"
-            times = _in_process(_generate(host, None), args.runs)
-            rows.append(_row(f"in-process discover+build+render, {name}", times, target))
-            inv = str(ROOT / f"specs/inventories/{name}.yaml")
-            times = _in_process(_generate(host, inv), args.runs)
-            rows.append(_row(f"in-process load+build+render, {name}", times, "-"))
+            if anchors is None:
+                break
+            host_env = {**env, **host.env}
+            ctk = ctk_env(anchors, host, host_env)
+            if ctk is None:
+                rows.append(row(f"nvidia-ctk on {name}", "-", "does not run", "-", "-", None))
+                continue
+            runs = args.runs if name == "dgx-a100-mig" else 2  # nvidia-ctk takes seconds there
+            argv = [*nsrun(anchors, host), str(bin_dir / "gpu-cdi"), *host.generate_argv[1:]]
+            ours_ns = Timed(argv, host_env)
+            theirs = Timed(ctk_argv(anchors, host), ctk)
+            interleaved([ours_ns, theirs], runs)
+            ctk_ms[name] = theirs.median()
+            speedup = theirs.median() / ours_ns.median()
+            shim = " (with the MIG shim)" if "LD_PRELOAD" in ctk else ""
+            rows.append(
+                row(
+                    f"`generate` whole process, {name}, both in nsrun.sh",
+                    f"{ours_ns.median():.1f} ms",
+                    f"nvidia-ctk {theirs.median():.1f} ms{shim}",
+                    f"{ours_ns.median() / theirs.median():.2f}x"
+                    + (f" ({speedup:.1f}x faster)" if speedup > 1 else ""),
+                    "≥ 20x faster" if name == "scale-64" else "-",
+                    speedup >= 20 if name == "scale-64" else None,
+                )
+            )
+            if name == "dgx-a100-mig":
+                ctk_rss = peak_rss(theirs.argv, ctk)
+                rows.append(
+                    row(
+                        "peak RSS, dgx-a100-mig, both in nsrun.sh",
+                        f"{peak_rss(ours_ns.argv, host_env) or 0:.1f} MiB",
+                        f"nvidia-ctk {ctk_rss or 0:.1f} MiB",
+                        "-",
+                        "-",
+                        None,
+                    )
+                )
+        for name, (ms, best, cpu, discovery) in regen.items():
+            limit = 8.0 if name == "dgx-a100-mig" else 80.0
+            if name in ctk_ms:
+                anchor = f"nvidia-ctk process {ctk_ms[name]:.1f} ms"
+            else:
+                anchor = f"import floor {floor.median():.1f} ms"
+            against = ctk_ms.get(name, floor.median())
+            rows.append(
+                row(
+                    f"in-process `regenerate`, {name} (wall median; min; CPU median)",
+                    f"{ms:.1f}; {best:.1f}; {cpu:.1f} ms (discovery {discovery:.1f} ms)",
+                    anchor,
+                    f"{ms / against:.3f}x",
+                    f"≤ {limit:.0f} ms",
+                    ms <= limit,
+                )
+            )
     print("\n".join(rows))
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.runs} rounds")
     return 0
 
 

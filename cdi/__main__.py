@@ -1,5 +1,3 @@
-import sys
+from cdi.cli import console
 
-from cdi.cli import main
-
-sys.exit(main())
+console()

@@ -8,26 +8,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 
-def register(sub: Any) -> None:
-    """Add `validate` and `list` to the `gpu-cdi` subparsers."""
-    validate = sub.add_parser(
-        "validate",
-        help="check CDI spec files with the reference library's rules",
-        description="Check CDI spec files. Prints one line per file; exit 1 if any is invalid.",
+def validate_arguments(validate: argparse.ArgumentParser) -> None:
+    """The arguments of `gpu-cdi validate`."""
+    validate.description = (
+        "Check CDI spec files. Prints one line per file; exit 1 if any is invalid."
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="spec file (.yaml or .json)")
     validate.set_defaults(func=run_validate)
 
-    listing = sub.add_parser(
-        "list",
-        help="list the CDI devices of the spec dirs",
-        description=(
-            "List qualified device names with the file that defines each, then the errors of "
-            "the spec dirs (on stderr; exit 1 if there are any)."
-        ),
+
+def list_arguments(listing: argparse.ArgumentParser) -> None:
+    """The arguments of `gpu-cdi list`."""
+    listing.description = (
+        "List qualified device names with the file that defines each, then the errors of "
+        "the spec dirs (on stderr; exit 1 if there are any)."
     )
     listing.add_argument(
         "--spec-dir",

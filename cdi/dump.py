@@ -7,31 +7,35 @@ characters YAML does not allow raw are escaped, so the text loads back to an equ
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from cdi.spec import Spec, declared
+from cdi.spec import Spec, Wire, declared
 
-# class -> (key, attribute, default, always written, nested class, list), in writing order
-_Table = tuple[tuple[str, str, object, bool, Any, bool], ...]
+# How a field's value is written as data: as it is, as a list, as a dict, as nested object(s).
+_VALUE, _LIST, _MAP, _OBJECT, _OBJECTS = range(5)
+# class -> (key, attribute, default, always written, how, `key:` in YAML), in writing order
+_Table = tuple[tuple[str, str, object, bool, int, str], ...]
 _TABLES: dict[type, _Table] = {}
 
 
 def _table(cls: type) -> _Table:
     table = _TABLES.get(cls)
     if table is None:
-        table = _TABLES[cls] = tuple(
-            (
-                item.field.key,
-                item.attr,
-                item.default,
-                item.field.always,
-                item.field.of,
-                item.field.many,
-            )
-            for item in declared(cls)
-        )
+        rows = []
+        for item in declared(cls):
+            field = item.field
+            if field.of is not None:
+                how = _OBJECTS if field.many else _OBJECT
+            elif field.many:
+                how = _LIST
+            else:
+                how = _MAP if field.wire is Wire.STRING_MAP else _VALUE
+            head = yaml_string(field.key) + ":"
+            rows.append((field.key, item.attr, item.default, field.always, how, head))
+        table = _TABLES[cls] = tuple(rows)
     return table
 
 
@@ -39,31 +43,40 @@ def to_data(obj: object) -> dict[str, Any]:
     """A model object as CDI JSON data: exact keys in the reference's order, and fields left
     out where the reference leaves them out (empty, unless always written)."""
     out: dict[str, Any] = {}
-    for key, attr, default, always, nested, many in _table(type(obj)):
+    for key, attr, default, always, how, _ in _table(type(obj)):
         value = getattr(obj, attr)
-        if not always and value == default:
+        if not always and (value is default or (default is not None and value == default)):
             continue
-        if nested is not None:
-            value = [to_data(item) for item in value] if many else to_data(value)
-        elif many:
-            value = list(value)
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        out[key] = value
+        if how is _VALUE:
+            out[key] = value
+        elif how is _OBJECTS:
+            out[key] = [to_data(item) for item in value]
+        elif how is _OBJECT:
+            out[key] = to_data(value)
+        else:
+            out[key] = list(value) if how is _LIST else dict(value)
     return out
 
 
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # Strings that may be written plain: no YAML indicator at the start, no spaces, no ': '.
-_PLAIN = re.compile(r"[A-Za-z0-9/_.][A-Za-z0-9/_.:=,+@%-]*\Z")
+_PLAIN_FIRST = frozenset(_ALNUM + "/_.")
+_PLAIN_REST = frozenset(_ALNUM + "/_.:=,+@%-")
 # Anything that looks like a number, date or time to some YAML reader is quoted.
-_NUMBERISH = re.compile(r"[-+.0-9][-+.0-9A-Za-z_:]*\Z")
+_NUMBER_FIRST = frozenset("-+.0123456789")
+_NUMBER_REST = frozenset(_ALNUM + "-+._:")
 _WORDS = frozenset(
     ("y", "n", "yes", "no", "on", "off", "true", "false", "null", "~", ".inf", ".nan")
 )
 # YAML 1.1 printable characters; everything else is escaped (0x85, U+2028 and U+2029 are line
 # breaks there, U+FEFF a byte order mark).
 _PRINTABLE = "\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
-_UNPRINTABLE = re.compile(f"[^{_PRINTABLE}\U00010000-\U0010ffff]")
+
+
+@functools.cache
+def _unprintable() -> re.Pattern[str]:
+    # Compiled on first use: most specs are ASCII.
+    return re.compile(f"[^{_PRINTABLE}\U00010000-\U0010ffff]")
 
 
 def _escape(char: str) -> str:
@@ -78,16 +91,18 @@ def _escape(char: str) -> str:
 def yaml_string(value: str) -> str:
     """`value` as a YAML scalar that every YAML 1.1/1.2 reader reads back as this string."""
     if (
-        _PLAIN.match(value) is not None
+        value
+        and value[0] in _PLAIN_FIRST
+        and _PLAIN_REST.issuperset(value)
         and value[-1] != ":"
-        and _NUMBERISH.match(value) is None
+        and not (value[0] in _NUMBER_FIRST and _NUMBER_REST.issuperset(value))
         and value.lower() not in _WORDS
     ):
         return value
     body = value.replace("\\", "\\\\").replace('"', '\\"')
     body = body.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     if not body.isascii() or not body.isprintable():
-        body = _UNPRINTABLE.sub(lambda match: _escape(match.group()), body)
+        body = _unprintable().sub(lambda match: _escape(match.group()), body)
     return f'"{body}"'
 
 
@@ -139,7 +154,7 @@ def _json_text(data: object) -> str:
     text = json.dumps(data, indent=2, ensure_ascii=False)
     # Raw non-ASCII keeps Go's YAML decoder happy (it rejects escaped surrogate pairs), but
     # characters YAML does not allow raw must still be escaped.
-    return _UNPRINTABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+    return _unprintable().sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def dump_data(data: Mapping[str, Any], fmt: str = "yaml") -> str:
@@ -154,6 +169,74 @@ def dump_data(data: Mapping[str, Any], fmt: str = "yaml") -> str:
     return "\n".join(out)
 
 
+def _scalar_text(value: object, strings: dict[str, str]) -> str:
+    """`value` as a YAML scalar; strings through the cache `strings`."""
+    if type(value) is not str:
+        return _yaml_scalar(value)
+    text = strings.get(value)
+    if text is None:
+        text = strings[value] = yaml_string(value)
+    return text
+
+
+def _yaml_object(
+    obj: object,
+    indent: str,
+    out: list[str],
+    strings: dict[str, str],
+    seen: dict[tuple[int, str], list[str]],
+) -> None:
+    """Append the lines of model object `obj` (a mapping) at `indent`.
+
+    A spec repeats itself: `strings` caches how each string is written (paths, options, hook
+    arguments), `seen` the lines of each nested object (the devices named by index and by
+    UUID share their edits)."""
+    inner = indent + "  "
+    for _, attr, default, always, how, written in _table(type(obj)):
+        value = getattr(obj, attr)
+        if not always and (value is default or (default is not None and value == default)):
+            continue
+        head = indent + written
+        if how is _VALUE:
+            out.append(f"{head} {_scalar_text(value, strings)}")
+        elif how is _OBJECT:
+            key = (id(value), inner)
+            lines = seen.get(key)
+            if lines is None:
+                start = len(out)
+                _yaml_object(value, inner, out, strings, seen)
+                lines = seen[key] = out[start:]
+                del out[start:]
+            if lines:
+                out.append(head)
+                out.extend(lines)
+            else:
+                out.append(head + " {}")
+        elif not value:
+            out.append(head + (" {}" if how is _MAP else " []"))
+        elif how is _OBJECTS:
+            out.append(head)
+            deeper = inner + "  "
+            for item in value:
+                start = len(out)
+                _yaml_object(item, deeper, out, strings, seen)
+                if len(out) == start:
+                    out.append(f"{inner}- {{}}")
+                else:
+                    out[start] = f"{inner}- {out[start][len(deeper) :]}"
+        elif how is _LIST:
+            out.append(head)
+            out.extend(f"{inner}- {_scalar_text(item, strings)}" for item in value)
+        else:
+            out.append(head)
+            _yaml_mapping(value, inner, out)
+
+
 def dump_spec(spec: Spec, fmt: str = "yaml") -> str:
     """The spec as YAML or JSON text that loads back to an equal Spec (no validation)."""
-    return dump_data(to_data(spec), fmt)
+    if fmt != "yaml":
+        return dump_data(to_data(spec), fmt)
+    out = ["---"]
+    _yaml_object(spec, "", out, {}, {})
+    out.append("")
+    return "\n".join(out)

@@ -1,32 +1,36 @@
 """Qualified device names (`vendor.com/class=name`), the vendor/class/device-name rules and the
 `cdi.k8s.io/` annotation API, with the reference library's (0.8.0) rules.
 
-The reference checks names with hand-written character loops; the compiled regexes below
+The reference checks names with hand-written character loops; the character-set checks below
 accept exactly the same strings (ASCII letters and digits only) and run in C. Where the
 reference crashes (one-character vendor or class) we raise a clean error instead.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
-
-import attrs
+from typing import NamedTuple
 
 from cdi.errors import AnnotationError, InvalidNameError, quote
 
 ANNOTATION_PREFIX = "cdi.k8s.io/"
 
-_VENDOR_OR_CLASS = re.compile(r"[A-Za-z](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?\Z")
-_DEVICE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.:-]*[A-Za-z0-9])?\Z")
-_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ALNUM = _LETTERS | frozenset("0123456789")
 _NAME_INSIDE = _ALNUM | frozenset("_.-")
 _DEVICE_INSIDE = _NAME_INSIDE | frozenset(":")
 _ANNOTATION_NAME_MAX = 63
 
 
-@attrs.frozen
-class QualifiedName:
+def _is_name(value: str, first: frozenset[str], inside: frozenset[str]) -> bool:
+    """`value` starts with a `first` character, ends with a letter or digit, and has only
+    `inside` characters (a vendor, class or device name)."""
+    return bool(value) and value[0] in first and value[-1] in _ALNUM and inside.issuperset(value)
+
+
+class QualifiedName(NamedTuple):
     """A parsed `vendor/class=name`."""
 
     vendor: str
@@ -63,7 +67,7 @@ _DEVICE_ALLOWED = "letters, digits, '_', '.', ':', '-' inside"
 
 def vendor_error(vendor: str) -> str | None:
     """Why `vendor` is not a valid vendor name, or None when it is."""
-    if _VENDOR_OR_CLASS.match(vendor) is not None:
+    if _is_name(vendor, _LETTERS, _NAME_INSIDE):
         if len(vendor) == 1:
             return (
                 f"invalid vendor {quote(vendor)}: must be at least 2 characters "
@@ -75,7 +79,7 @@ def vendor_error(vendor: str) -> str | None:
 
 def class_error(cls: str) -> str | None:
     """Why `cls` is not a valid device class, or None when it is."""
-    if _VENDOR_OR_CLASS.match(cls) is not None:
+    if _is_name(cls, _LETTERS, _NAME_INSIDE):
         if len(cls) == 1:
             return (
                 f"invalid class {quote(cls)}: must be at least 2 characters "
@@ -87,7 +91,7 @@ def class_error(cls: str) -> str | None:
 
 def device_name_error(name: str) -> str | None:
     """Why `name` is not a valid device name, or None when it is."""
-    if _DEVICE_NAME.match(name) is not None:
+    if _is_name(name, _ALNUM, _DEVICE_INSIDE):
         return None
     return _explain(name, "device name", "alnum", _DEVICE_INSIDE, _DEVICE_ALLOWED)
 
@@ -233,8 +237,17 @@ def update_annotations(
 
 
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*\Z")
-_K8S_NAME = re.compile(r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
+
+
+@functools.cache
+def _k8s_patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """A DNS subdomain and a Kubernetes name (compiled on first use: few specs annotate)."""
+    return (
+        re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*\Z"),
+        re.compile(r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z"),
+    )
+
+
 _DNS_SUBDOMAIN_MAX = 253
 _ANNOTATIONS_TOTAL_MAX = 256 * 1024
 
@@ -266,7 +279,7 @@ def _k8s_key_error(key: str) -> str | None:
             return "the prefix before '/' is empty"
         if len(prefix) > _DNS_SUBDOMAIN_MAX:
             return f"the prefix is longer than {_DNS_SUBDOMAIN_MAX} characters"
-        if _DNS_SUBDOMAIN.match(prefix) is None:
+        if _k8s_patterns()[0].match(prefix) is None:
             return (
                 f"the prefix {quote(prefix)} is not a DNS subdomain "
                 "(lower-case letters, digits, '-', '.' separated labels)"
@@ -275,7 +288,7 @@ def _k8s_key_error(key: str) -> str | None:
         return "the name part is empty"
     if len(name) > _ANNOTATION_NAME_MAX:
         return f"the name part is longer than {_ANNOTATION_NAME_MAX} characters"
-    if _K8S_NAME.match(name) is None:
+    if _k8s_patterns()[1].match(name) is None:
         return (
             f"the name part {quote(name)} must start and end with a letter or digit, "
             "with only letters, digits, '-', '_', '.' inside"

@@ -65,8 +65,20 @@ def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value) if value else {}
 
 
-@attrs.frozen
-class DeviceNode:
+class _Model:
+    """The base of the model classes: one __repr__ for all of them, where attrs would compile
+    one per class (start-up time: every `gpu-cdi` run defines these classes)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        cls: Any = type(self)
+        fields = (f"{a.name}={getattr(self, a.name)!r}" for a in attrs.fields(cls))
+        return f"{cls.__name__}({', '.join(fields)})"
+
+
+@attrs.frozen(repr=False)
+class DeviceNode(_Model):
     """A device node to create in the container (`deviceNodes[]`)."""
 
     path: str = attrs.field(metadata=cdi("path", always=True))
@@ -80,8 +92,8 @@ class DeviceNode:
     gid: int | None = attrs.field(default=None, metadata=cdi("gid", Wire.UINT32))
 
 
-@attrs.frozen
-class Mount:
+@attrs.frozen(repr=False)
+class Mount(_Model):
     """A mount to add to the container (`mounts[]`)."""
 
     host_path: str = attrs.field(metadata=cdi("hostPath", always=True))
@@ -103,8 +115,8 @@ HOOK_STAGES = (
 )
 
 
-@attrs.frozen
-class Hook:
+@attrs.frozen(repr=False)
+class Hook(_Model):
     """An OCI hook (`hooks[]`); `hook_name` is the OCI stage (one of HOOK_STAGES)."""
 
     hook_name: str = attrs.field(metadata=cdi("hookName", always=True))
@@ -116,8 +128,8 @@ class Hook:
     timeout: int | None = attrs.field(default=None, metadata=cdi("timeout", Wire.INT64))
 
 
-@attrs.frozen
-class IntelRdt:
+@attrs.frozen(repr=False)
+class IntelRdt(_Model):
     """Intel RDT settings (`intelRdt`)."""
 
     clos_id: str | None = attrs.field(default=None, metadata=cdi("closID"))
@@ -127,8 +139,8 @@ class IntelRdt:
     enable_mbm: bool | None = attrs.field(default=None, metadata=cdi("enableMBM", Wire.BOOL))
 
 
-@attrs.frozen
-class ContainerEdits:
+@attrs.frozen(repr=False)
+class ContainerEdits(_Model):
     """Edits a device (or the whole spec) makes to a container."""
 
     env: tuple[str, ...] = attrs.field(default=(), converter=_tuple, metadata=cdi("env", many=True))
@@ -162,8 +174,8 @@ class ContainerEdits:
         )
 
 
-@attrs.frozen
-class Device:
+@attrs.frozen(repr=False)
+class Device(_Model):
     """One named device of a spec."""
 
     name: str = attrs.field(metadata=cdi("name", always=True))
@@ -178,8 +190,8 @@ class Device:
     )
 
 
-@attrs.frozen
-class Spec:
+@attrs.frozen(repr=False)
+class Spec(_Model):
     """A whole CDI spec file."""
 
     version: str = attrs.field(metadata=cdi("cdiVersion", always=True))

@@ -45,8 +45,9 @@ def validate_spec(spec: Spec, source: str) -> None:
     if edits_error is not None:
         raise SpecError(source, edits_error[1], f"containerEdits{edits_error[0]}")
     seen: set[str] = set()
+    valid_edits: set[int] = set()  # ids: devices may share their edits (index and UUID names)
     for device in spec.devices:
-        device_error = _device_error(device)
+        device_error = _device_error(device, valid_edits)
         if device_error is not None:
             where, reason = device_error
             raise SpecError(source, reason, f"device {quote(device.name)}{where}")
@@ -59,7 +60,7 @@ def validate_spec(spec: Spec, source: str) -> None:
         seen.add(device.name)
 
 
-def _device_error(device: Device) -> tuple[str, str] | None:
+def _device_error(device: Device, valid_edits: set[int]) -> tuple[str, str] | None:
     error = device_name_error(device.name)
     if error is not None:
         return "", error
@@ -68,11 +69,14 @@ def _device_error(device: Device) -> tuple[str, str] | None:
         if error is not None:
             return ": annotations", error
     edits = device.container_edits
+    if id(edits) in valid_edits:
+        return None
     if edits.is_empty():
         return ": containerEdits", "empty device edits (every device needs at least one edit)"
     edits_error = _edits_error(edits)
     if edits_error is not None:
         return f": containerEdits{edits_error[0]}", edits_error[1]
+    valid_edits.add(id(edits))
     return None
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 
 import attrs
@@ -168,21 +167,36 @@ def _not_a_directory(directory: str) -> str | None:
     return None
 
 
-def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
+def write_atomic(
+    path: str,
+    data: bytes,
+    mode: int = FILE_MODE,
+    *,
+    what: str = "the spec",
+    make_dirs: bool = True,
+    owner: tuple[int, int] | None = None,
+) -> None:
     """Replace `path` with `data` atomically (temp file in the same dir, fsync, rename); when
-    `path` is a symlink, the file it points to is replaced."""
+    `path` is a symlink, the file it points to is replaced.
+
+    `what` names the file in the error; `make_dirs` creates missing directories; `owner`
+    (uid, gid) is given to the new file, e.g. that of the file it replaces.
+    """
     target = os.path.realpath(path)
     directory, name = os.path.split(target)
-    temp = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    temp = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.tmp")
     pending = False  # True while a temp file of ours exists
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        if make_dirs:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         pending = True
         try:
             # Held until the rename: remove_stale_temps leaves a locked temp file alone. (One
             # that finds it in the instant before this lock makes this write fail, cleanly.)
             os.lockf(fd, os.F_LOCK, 0)
+            if owner is not None:
+                os.fchown(fd, *owner)
             os.fchmod(fd, mode)  # the umask must not decide who can read a spec
             view = memoryview(data)
             while view:
@@ -207,4 +221,4 @@ def write_atomic(path: str, data: bytes, mode: int = FILE_MODE) -> None:
             blocker = _not_a_directory(directory)
             if blocker is not None:
                 reason = f"{blocker} is not a directory"
-        raise WriteError(f"{path}: cannot write the spec: {reason}") from None
+        raise WriteError(f"{path}: cannot write {what}: {reason}") from None

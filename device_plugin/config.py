@@ -256,7 +256,8 @@ class Settings:
         env="NVIDIA_CDI_HOOK_PATH",
         key="flags.plugin.nvidiaCDIHookPath",
         metavar="PATH",
-        help="hook program in a spec the plugin writes (default: gpu-cdi-hook on PATH)",
+        help="hook program in a spec the plugin writes (default: as gpu-cdi generate picks "
+        "it; see gpu-cdi install-hook)",
     )
     cdi_spec_file: str | None = setting(
         None,
@@ -318,8 +319,10 @@ FIELDS = tuple(f for f in attrs.fields(Settings) if "flag" in f.metadata)
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The command-line parser; every setting's flag, with no defaults (unset stays None)."""
     from cdi.nvidia.commands import add_discovery_flags
+    from cdi.release import VersionAction
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action=VersionAction)
     add_discovery_flags(parser)
     by_flag = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
     for field in FIELDS:

@@ -106,13 +106,13 @@ def _facts(nv: Any, inv: Inventory) -> Facts:
 def spec_options(settings: Settings) -> Any:
     """The build options of the spec the device names must resolve in: generate's defaults,
     with the plugin's kind and hook path."""
+    from cdi.node.hookpath import default_hook_path
     from cdi.nvidia.build import Options
-    from cdi.nvidia.commands import _hook_path
 
     return Options(
         vendor=settings.cdi_vendor,
         cls=settings.cdi_class,
-        hook_path=_hook_path(settings.hook_path or None),
+        hook_path=settings.hook_path or default_hook_path(),
     )
 
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from cdi.release import VersionAction
 from nri_plugin.config import LOG_LEVELS, MODES, Config, ConfigError, load_file, with_flags
 from nri_plugin.log import StderrHandler, logfmt, setup_logging
 from nri_plugin.metrics import MetricsUnavailable
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(annotations or NVIDIA_VISIBLE_DEVICES).",
         formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--config", metavar="FILE", help="YAML config file (flags override it)")
     parser.add_argument("--socket", metavar="PATH", help="NRI socket of the runtime")
     parser.add_argument("--mode", choices=MODES, help="how devices reach the container")

@@ -77,8 +77,7 @@ class Options(NamedTuple):
     additional_gids: bool = True
 
 
-@attrs.frozen
-class Built:
+class Built(NamedTuple):
     """A built spec and what the builder knows about it."""
 
     spec: Spec  # its cdiVersion is the minimum the content needs

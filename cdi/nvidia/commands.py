@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-HOOK_PROGRAM = "gpu-cdi-hook"
+from cdi.node.hookpath import HOOK_PROGRAM, default_hook_path, missing_warning
 
 
 def add_discovery_flags(parser: argparse.ArgumentParser, *, saved_inventory: bool = True) -> None:
@@ -70,13 +70,11 @@ def _add_mode(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: Any) -> None:
-    """Add the `generate` and `inventory` subcommands to the `gpu-cdi` parser."""
-    g = sub.add_parser(
-        "generate",
-        help="write a CDI spec for this host's NVIDIA GPUs (like nvidia-ctk cdi generate)",
-        description="Generate a CDI spec for the NVIDIA GPUs of this host, or of a saved "
-        "inventory (--inventory FILE, no driver needed).",
+def generate_arguments(g: argparse.ArgumentParser) -> None:
+    """The arguments of `gpu-cdi generate`."""
+    g.description = (
+        "Generate a CDI spec for the NVIDIA GPUs of this host, or of a saved "
+        "inventory (--inventory FILE, no driver needed)."
     )
     g.add_argument("--output", metavar="FILE", help="spec file (default or -: stdout)")
     g.add_argument(
@@ -118,7 +116,8 @@ def register(sub: Any) -> None:
         "--nvidia-cdi-hook-path",
         default=None,
         metavar="PATH",
-        help=f"hook program in the spec (default: {HOOK_PROGRAM} on PATH)",
+        help=f"hook program in the spec (default: the {HOOK_PROGRAM} beside gpu-cdi, else on "
+        f"PATH, else /usr/bin/{HOOK_PROGRAM}; see gpu-cdi install-hook)",
     )
     g.add_argument(
         "--disable-hook",
@@ -168,11 +167,12 @@ def register(sub: Any) -> None:
     _add_mode(g)
     g.set_defaults(func=generate_command)
 
-    i = sub.add_parser(
-        "inventory",
-        help="print what this host has (GPUs, MIG devices, driver files) as YAML",
-        description="Discover this host and print its inventory; "
-        "`gpu-cdi generate --inventory FILE` builds a spec from it.",
+
+def inventory_arguments(i: argparse.ArgumentParser) -> None:
+    """The arguments of `gpu-cdi inventory`."""
+    i.description = (
+        "Discover this host and print its inventory; "
+        "`gpu-cdi generate --inventory FILE` builds a spec from it."
     )
     i.add_argument("--output", metavar="FILE", help="file (default or -: stdout)")
     add_discovery_flags(i, saved_inventory=False)
@@ -186,17 +186,6 @@ class UsageError(Exception):
 
 def _split(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
-
-
-def _hook_path(given: str | None) -> str:
-    """--hook-path, else gpu-cdi-hook on PATH (as nvidia-ctk finds its hook), else /usr/bin."""
-    if given:
-        return given
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(folder, HOOK_PROGRAM)
-        if folder.startswith("/") and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return f"/usr/bin/{HOOK_PROGRAM}"
 
 
 def _hooks(disable: list[str], enable: list[str]) -> frozenset[str]:
@@ -259,7 +248,7 @@ def _options(args: argparse.Namespace) -> Any:
         strategies=strategies,
         device_ids=ids,
         all_device=not args.no_all_device and "none" not in ids,
-        hook_path=_hook_path(args.hook_path),
+        hook_path=args.hook_path or default_hook_path(),
         hooks=_hooks(_split(args.disable_hook), _split(args.enable_hook)),
         hook_per_action=args.one_hook_per_action,
         ldconfig_path=args.ldconfig_path,
@@ -340,6 +329,9 @@ def generate_command(args: argparse.Namespace) -> int:
         target = generate.output_target(args.output, args.format, args.check)
         inv = inventory_from_args(args, args.mode)
         version = args.cdi_version.removeprefix("v") if args.cdi_version else None
+        missing = None if args.hook_path else missing_warning(options.hook_path, args.host_root)
+        if missing:
+            print(missing, file=sys.stderr)
         return generate.run(
             inv, options, target, version, strict=args.strict, allow_empty=args.allow_empty
         )

@@ -1,6 +1,8 @@
 """`gpu-cdi generate`: inventory (discovered or loaded) -> spec -> validated text -> write.
 
 Every user error becomes one `GenerateError` line and exit code 2, before anything is written.
+Long-running programs (the device plugin, the NRI plugin) regenerate in process with
+`regenerate`: the same steps, without a process start.
 """
 
 from __future__ import annotations
@@ -8,15 +10,27 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from cdi.nvidia.build import Built, Options
 from cdi.nvidia.inventory import Inventory
 from cdi.spec import SPEC_FORMATS, ContainerEdits, Spec
 
+if TYPE_CHECKING:
+    from cdi.nvidia.roots import Roots
+
 
 class GenerateError(Exception):
     """A bad request or an impossible one; the message is the whole story, on one line."""
+
+
+class Generated(NamedTuple):
+    """A spec generated in process, and what to tell about it (one line each)."""
+
+    text: str
+    notes: tuple[str, ...]  # devices left out, and why
+    advice: tuple[str, ...]  # about the cdiVersion: what consumers need, what was left out
+    written: bool  # the file at the given path was (re)written
 
 
 class Target(NamedTuple):
@@ -84,14 +98,19 @@ def build_for_version(
 
 
 def render(built: Built, fmt: str, version: str | None) -> str:
-    """Validated spec text (the CDI core's checks and writer rules)."""
-    from cdi.errors import CdiError
-    from cdi.writer import render_spec
+    """Spec text at `version` (default: the built one, the minimum), checked by the CDI core's
+    rules: the builder cannot vouch for what it was given (NVML's UUIDs, --hook-path)."""
+    from cdi.dump import dump_spec
+    from cdi.errors import CdiError, quote
+    from cdi.validate import validate_spec
+    from cdi.writer import with_version
 
     try:
-        return render_spec(built.spec, fmt=fmt, version=version)
+        spec = built.spec if version is None else with_version(built.spec, version)
+        validate_spec(spec, f"spec {quote(spec.kind)}")
     except CdiError as error:
         raise GenerateError(str(error)) from None
+    return dump_spec(spec, fmt)
 
 
 def version_note(built: Built, version: str | None) -> str | None:
@@ -251,3 +270,38 @@ def run(
     if advice and not target.check:
         warn(advice)
     return code
+
+
+def regenerate(
+    roots: Roots,
+    options: Options,
+    path: str | None = None,
+    *,
+    version: str | None = None,
+) -> Generated:
+    """Discover the node `roots` describe and build its spec in process, as `gpu-cdi generate`
+    does with the same flags; with `path`, also write it there (atomically, and only when it
+    changed; the format is the file's: .yaml or .json). GenerateError (one line) when
+    anything fails; nothing is written then."""
+    from cdi.errors import WriteError
+    from cdi.nvidia.discover import DiscoveryError, discover
+    from cdi.writer import format_for, write_text
+
+    try:
+        inventory = discover(roots, options.mode)
+        fmt = format_for(path) if path else "yaml"
+    except (DiscoveryError, WriteError) as error:
+        raise GenerateError(str(error)) from None
+    advice: list[str] = []
+    built = build_for_version(inventory, options, version, advice.append)
+    text = render(built, fmt, version)
+    note = version_note(built, version)
+    if note:
+        advice.append(note)
+    written = False
+    if path:
+        try:
+            written = write_text(path, text)
+        except WriteError as error:
+            raise GenerateError(str(error)) from None
+    return Generated(text, built.notes, tuple(advice), written)

@@ -1,23 +1,18 @@
-"""`gpu-cdi validate` and `gpu-cdi list` through their argparse registration."""
+"""`gpu-cdi validate` and `gpu-cdi list` through the `gpu-cdi` command line."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import pytest
 
-from cdi import commands
+from cdi.cli import main
 from tests.cdi.specs import device_spec, write
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="gpu-cdi")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    return main(argv)
 
 
 def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

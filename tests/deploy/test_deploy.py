@@ -59,9 +59,14 @@ def test_strict_validation_catches_a_typo(tmp_path: Path) -> None:
     assert out.returncode != 0
 
 
+def _init(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in spec["initContainers"] if c["name"] == name]
+    return found
+
+
 def test_daemonset_runs_generate_then_plugin_with_minimal_privileges() -> None:
     spec = _daemonset()["spec"]["template"]["spec"]
-    (init,) = spec["initContainers"]
+    init = _init(spec, "generate")
     main, device_plugin = spec["containers"]
     assert init["command"][:2] == ["gpu-cdi", "generate"]
     assert "--output=/var/run/cdi/nvidia.yaml" in init["command"]
@@ -102,11 +107,31 @@ def test_daemonset_commands_parse_with_our_clis() -> None:
     from nri_plugin.cli import build_parser as nri_parser
 
     spec = _daemonset()["spec"]["template"]["spec"]
-    build_parser().parse_args(spec["initContainers"][0]["command"][1:])
+    for init in spec["initContainers"]:
+        build_parser().parse_args(init["command"][1:])
     main, device_plugin = spec["containers"]
     nri_parser().parse_args(main["command"][1:])
     nri_parser().parse_args(main["livenessProbe"]["exec"]["command"][1:])
     parse_settings(device_plugin["command"][1:])
+
+
+def test_daemonset_installs_the_hook_on_the_node_and_generates_with_it() -> None:
+    from cdi.cli import build_parser
+
+    spec = _daemonset()["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["initContainers"]][:2] == ["install-hook", "generate"]
+    install = build_parser().parse_args(_init(spec, "install-hook")["command"][1:])
+    generate = build_parser().parse_args(_init(spec, "generate")["command"][1:])
+    assert generate.hook_path == f"{install.prefix}/gpu-cdi-hook"
+    # The node's directory is what the container writes under its view of the node's /.
+    mounts = {m["mountPath"]: m for m in _init(spec, "install-hook")["volumeMounts"]}
+    writable = mounts[install.host_root + install.prefix]
+    assert not writable.get("readOnly")
+    assert mounts[install.host_root]["readOnly"] is True
+    volumes = {v["name"]: v["hostPath"] for v in spec["volumes"]}
+    assert volumes[writable["name"]] == {"path": install.prefix, "type": "DirectoryOrCreate"}
+    sc = _init(spec, "install-hook")["securityContext"]
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["readOnlyRootFilesystem"] is True
 
 
 def _units(tmp_path: Path) -> list[Path]:
@@ -156,14 +181,30 @@ def test_unit_commands_parse_with_our_clis(unit: str) -> None:
     from device_plugin.cli import parse_settings
     from nri_plugin.cli import build_parser as nri_parser
 
-    line = next(
-        ln
+    lines = [
+        ln.split("=", 1)[1]
         for ln in (DEPLOY / "systemd" / unit).read_text().splitlines()
-        if ln.startswith("ExecStart=")
-    )
-    argv = line.removeprefix("ExecStart=").split()
-    if argv[0].endswith("/gpu-cdi-device-plugin"):
-        parse_settings(argv[1:])
-        return
-    parser = build_parser() if argv[0].endswith("/gpu-cdi") else nri_parser()
-    parser.parse_args(argv[1:])
+        if ln.startswith(("ExecStart=", "ExecStartPre="))
+    ]
+    assert lines
+    for line in lines:
+        argv = line.split()
+        if argv[0].endswith("/gpu-cdi-device-plugin"):
+            parse_settings(argv[1:])
+            continue
+        parser = build_parser() if argv[0].endswith("/gpu-cdi") else nri_parser()
+        parser.parse_args(argv[1:])
+
+
+def test_generate_unit_installs_the_hook_it_names() -> None:
+    from cdi.cli import build_parser
+
+    text = (DEPLOY / "systemd" / "gpu-cdi-generate.service").read_text().splitlines()
+    pre = [ln.split("=", 1)[1].split() for ln in text if ln.startswith("ExecStartPre=")]
+    start = [ln.split("=", 1)[1].split() for ln in text if ln.startswith("ExecStart=")]
+    install = build_parser().parse_args(pre[0][1:])
+    generate = build_parser().parse_args(start[0][1:])
+    assert install.command == "install-hook"
+    assert generate.hook_path == f"{install.prefix}/gpu-cdi-hook"
+    writable = next(ln for ln in text if ln.startswith("ReadWritePaths=")).split("=", 1)[1]
+    assert install.prefix in writable.split()

@@ -230,3 +230,34 @@ def test_nri_plugin_in_the_daemonset_injects_a_gpu(
         assert "mode=resolve" in logs
     finally:
         podman("rm", "--force", "--time", "2", name)
+
+
+# -- the hook, installed on the node by the DaemonSet's first init container ----------------
+
+
+def test_install_hook_in_the_daemonset_puts_the_hook_where_generate_names_it(
+    podman: Podman, tmp_path: Path
+) -> None:
+    node = tmp_path / "node"
+    python = node / "usr" / "bin" / "python3.11"  # what install-hook checks on the node
+    python.parent.mkdir(parents=True)
+    python.write_bytes(b"")
+    python.chmod(0o755)
+    (python.parent / "python3").symlink_to("python3.11")
+    hook_dir = node / "opt" / "gpu-cdi" / "bin"  # the hostPath volume (DirectoryOrCreate)
+    hook_dir.mkdir(parents=True)
+    container = _container("install-hook")
+    volumes = {v["name"]: v["hostPath"]["path"] for v in _pod_spec()["volumes"]}
+    host_paths = {path: str(node / path.lstrip("/")) for path in volumes.values()}
+    printed = run_container(podman, "install-hook", host_paths, container["command"], {})
+    generate = _container("generate")["command"]
+    assert f"--hook-path={printed.strip()}" in generate
+    hook = node / printed.strip().lstrip("/")
+    assert hook.read_bytes().startswith(b"#!/usr/bin/python3 -IS\n")
+    assert hook.stat().st_mode & 0o7777 == 0o755
+    # The node's python3 (here: this machine's) runs it.
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-IS", str(hook), "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.startswith("gpu-cdi-hook "), proc.stderr
+    assert sorted(p.name for p in hook_dir.iterdir()) == ["gpu-cdi-hook"]
