@@ -18,8 +18,9 @@ them alike. The runtime sides:
   the answer read but not decoded): the plugin's side alone. Its "16 in flight" pipelines 16
   calls on the connection, which no NRI runtime does.
 
-The cases (each plugin run as installed: no editable-install finder, `python -S` with the
-sources and site-packages on PYTHONPATH):
+The cases (the Python plugins run from a regular install of this tree, bench/generate.py's
+`regular_install`: the editable install's finder would import pathlib, urllib and ipaddress
+into the process):
 - gpu-cdi-nri, 1 GPU: resolve mode, logging at info (a line per injection, into a file), the
   spec `gpu-cdi generate` writes for a fake DGX A100; the 4.4 kB request asks for one GPU by
   NVIDIA_VISIBLE_DEVICES=0 (the answer is ~12 kB: 52 mounts, 7 devices, a hook).
@@ -44,7 +45,6 @@ import os
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,6 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.generate import regular_install  # noqa: E402
 from bench.nri_common import build_spec_dir, go_binary, resolved_answer  # noqa: E402
 from bench.stats import Estimate, median_ci, percentile  # noqa: E402
 from tests.nri.fake_runtime import FakeRuntime, PluginConn, sample_create_request  # noqa: E402
@@ -70,15 +71,6 @@ ADAPTATION = "containerd's NRI code (NRI 0.6.1 adaptation)"
 STAND_IN = "Python stand-in (tests/nri/fake_runtime.py)"
 
 
-def python_argv(*args: str) -> list[str]:
-    """A Python program run as installed: without site (the editable install's finder imports
-    pathlib, urllib and ipaddress into every process), sources and site-packages on the path."""
-    return [sys.executable, "-S", *args]
-
-
-PYTHON_ENV = {"PYTHONPATH": f"{REPO}{os.pathsep}{sysconfig.get_paths()['purelib']}"}
-
-
 class Process:
     """A plugin process and what the kernel says about it."""
 
@@ -87,7 +79,7 @@ class Process:
             self.proc = subprocess.Popen(
                 argv,
                 cwd=REPO,
-                env=dict(os.environ, **PYTHON_ENV),
+                env=dict(os.environ, PYTHONPATH=str(REPO)),  # tests.nri.sample_plugin
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )
@@ -263,14 +255,16 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Results], i
     request.container.env.append("NVIDIA_VISIBLE_DEVICES=0")
     (work / "gpu.req").write_bytes(request.SerializeToString())
     (work / "answer").write_bytes(resolved_answer(spec_dir))
-    ours = python_argv("-m", "nri_plugin.cli", "--spec-dir", str(spec_dir))
+    installed = regular_install(work)  # no editable-install finder (pathlib, urllib, ...)
+    ours = [str(installed / "gpu-cdi-nri"), "--spec-dir", str(spec_dir)]
     ours += ["--mode", "resolve", "--log-level", "info", "--plugin-idx", "50"]
+    py_noop = [str(installed / "python"), "-m", "tests.nri.sample_plugin", "--mode", "trivial"]
     go = go_binary("nri_go_trivial")
     # case -> (plugin argv, request)
     cases = {
         GPU: (ours, "gpu.req"),
         NO_REQUEST: (ours, "plain.req"),
-        PY_NOOP: (python_argv("-m", "tests.nri.sample_plugin", "--mode", "trivial"), "plain.req"),
+        PY_NOOP: (py_noop, "plain.req"),
         GO_SAME: ([go, "-answer", str(work / "answer")], "plain.req"),
         ANCHOR: ([go], "plain.req"),
     }
