@@ -79,7 +79,6 @@ class Process:
             self.proc = subprocess.Popen(
                 argv,
                 cwd=REPO,
-                env=dict(os.environ, PYTHONPATH=str(REPO)),  # tests.nri.sample_plugin
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )
@@ -138,9 +137,10 @@ class AdaptationDriver(Driver):
             stdout=subprocess.PIPE,
             text=True,
         )
+        deadline = time.monotonic() + 60
         while not os.path.exists(socket):
-            if self.runtime.poll() is not None:
-                raise SystemExit(f"{tag}: nri_go_runtime exited")
+            if self.runtime.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{tag}: nri_go_runtime did not listen on {socket}")
             time.sleep(0.01)
         self.plugin = Process([*plugin_argv, "--socket", socket], work / f"{tag}.log")
         if self.command_line() != "connected":
@@ -258,7 +258,9 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Results], i
     installed = regular_install(work)  # no editable-install finder (pathlib, urllib, ...)
     ours = [str(installed / "gpu-cdi-nri"), "--spec-dir", str(spec_dir)]
     ours += ["--mode", "resolve", "--log-level", "info", "--plugin-idx", "50"]
-    py_noop = [str(installed / "python"), "-m", "tests.nri.sample_plugin", "--mode", "trivial"]
+    # (env execs the program: the pid is the plugin's)
+    py_noop = ["env", f"PYTHONPATH={REPO}", str(installed / "python"), "-m"]
+    py_noop += ["tests.nri.sample_plugin", "--mode", "trivial"]
     go = go_binary("nri_go_trivial")
     # case -> (plugin argv, request)
     cases = {

@@ -1,6 +1,8 @@
 // A trivial NRI plugin on containerd's Go stub (NRI 0.6.1): the anchor of bench/nri.py.
 // CreateContainer answers an empty adjustment, or (-answer FILE) always the same one, read at
-// start; prints "configured" and "synchronized" like tests/nri/sample_plugin.py. Built from Debian trixie's Go packages, offline, by
+// start (fields newer than NRI 0.6.1, such as CDI_devices, are kept and sent as they are);
+// prints "configured" and "synchronized" like tests/nri/sample_plugin.py. Built from Debian
+// trixie's Go packages, offline, by
 //
 //	bash bench/nri_go_trivial/build.sh   # prints the binary's path
 package main
