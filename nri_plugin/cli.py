@@ -101,6 +101,21 @@ def load_config(args: argparse.Namespace) -> Config:
     return with_flags(config, flags)
 
 
+def release_freed_memory() -> None:
+    """Hand the C heap that start-up freed back to the system (glibc's malloc_trim).
+
+    Imports and the first spec load free about a megabyte inside the heap that the resident
+    size would otherwise go on counting. A no-op where the C library has no malloc_trim.
+    """
+    import ctypes  # loaded already: the registry's inotify watch uses it
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 async def serve(config: Config, log_handler: StderrHandler | None = None) -> int:
     """Run the plugin until a signal (or, pre-installed, until the runtime goes away).
 
@@ -136,6 +151,7 @@ async def serve(config: Config, log_handler: StderrHandler | None = None) -> int
     # re-scanning it on the CreateContainer path (pauses there count against the deadline).
     gc.collect()
     gc.freeze()
+    release_freed_memory()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stub.stop)

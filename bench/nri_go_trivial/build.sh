@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Build bench/nri_go_trivial/main.go, a no-op NRI plugin on containerd's Go stub (NRI 0.6.1,
-# the version containerd 1.7.24 is built with), from Debian trixie's Go -dev packages: the
-# anchor bench/nri.py measures gpu-cdi-nri against.
+# Build bench/PROGRAM/main.go against NRI 0.6.1 (the version containerd 1.7.24 is built with)
+# from Debian trixie's Go -dev packages. PROGRAM is nri_go_trivial (the default: a no-op plugin
+# on containerd's Go stub, the anchor bench/nri.py measures gpu-cdi-nri against) or
+# nri_go_runtime (NRI's runtime-side adaptation, containerd's code: bench/nri.py's load generator).
 #
-#   bash bench/nri_go_trivial/build.sh      # prints the binary's path on stdout
+#   bash bench/nri_go_trivial/build.sh [PROGRAM]   # prints the binary's path on stdout
 #
-# Output: ${GPU_CDI_CACHE:-<repo>/.cache}/bench/nri_go_trivial (+ .stamp). Nothing runs when the
+# Output: ${GPU_CDI_CACHE:-<repo>/.cache}/bench/PROGRAM (+ .stamp). Nothing runs when the
 # stamp (main.go, this script, the cached .deb names) matches. Packages come through
 # tests/e2e/trixie-apt.sh (a separate apt configuration); GOPATH mode with GOPROXY=off compiles
 # nothing but them. Go is $GO or `go` on PATH (tests/e2e/install.sh provides one).
@@ -13,10 +14,16 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+PROG=${1:-nri_go_trivial}
+case $PROG in
+  nri_go_trivial | nri_go_runtime) ;;
+  *) printf 'nri_go_trivial/build.sh: unknown program %s (nri_go_trivial or nri_go_runtime)\n' "$PROG" >&2; exit 2 ;;
+esac
+SRC=$REPO/bench/$PROG
 OUT=${GPU_CDI_CACHE:-$REPO/.cache}/bench
-BIN=$OUT/nri_go_trivial
+BIN=$OUT/$PROG
 DEBS=$OUT/go-debs
-# what github.com/containerd/nri/pkg/stub imports, all the way down
+# what github.com/containerd/nri/pkg/stub and pkg/adaptation import, all the way down
 PKGS=(
   golang-github-containerd-nri-dev golang-github-containerd-ttrpc-dev
   golang-github-kubernetes-cri-api-dev golang-github-opencontainers-specs-dev
@@ -26,7 +33,7 @@ PKGS=(
   golang-golang-x-text-dev
 )
 
-log() { printf 'nri_go_trivial/build.sh: %s\n' "$*" >&2; }
+log() { printf 'nri_go_trivial/build.sh (%s): %s\n' "$PROG" "$*" >&2; }
 
 have_all_debs() {
   local p
@@ -34,7 +41,7 @@ have_all_debs() {
 }
 
 stamp_key() {
-  { sha256sum "$HERE/main.go" "$HERE/build.sh" | cut -d' ' -f1; (cd "$DEBS" && ls -1 -- *.deb); } \
+  { sha256sum "$SRC/main.go" "$HERE/build.sh" | cut -d' ' -f1; (cd "$DEBS" && ls -1 -- *.deb); } \
     | sha256sum | cut -d' ' -f1
 }
 
@@ -60,10 +67,10 @@ GOBIN=${GO:-$(command -v go || true)}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 for deb in "$DEBS"/*.deb; do dpkg-deb -x "$deb" "$WORK/root"; done
-mkdir -p "$WORK/gopath/src/nri_go_trivial" "$OUT/gocache"
-cp "$HERE/main.go" "$WORK/gopath/src/nri_go_trivial/"
+mkdir -p "$WORK/gopath/src/$PROG" "$OUT/gocache"
+cp "$SRC/main.go" "$WORK/gopath/src/$PROG/"
 (
-  cd "$WORK/gopath/src/nri_go_trivial"
+  cd "$WORK/gopath/src/$PROG"
   export GO111MODULE=off GOFLAGS= GOTOOLCHAIN=local GOPROXY=off GOSUMDB=off CGO_ENABLED=0
   export GOPATH="$WORK/gopath:$WORK/root/usr/share/gocode" GOCACHE="$OUT/gocache"
   unset GOROOT

@@ -1,6 +1,8 @@
 // A trivial NRI plugin on containerd's Go stub (NRI 0.6.1): the anchor of bench/nri.py.
-// CreateContainer answers an empty adjustment; prints "configured" and "synchronized" like
-// tests/nri/sample_plugin.py. Built from Debian trixie's Go packages, offline, by
+// CreateContainer answers an empty adjustment, or (-answer FILE) always the same one, read at
+// start (fields newer than NRI 0.6.1, such as CDI_devices, are kept and sent as they are);
+// prints "configured" and "synchronized" like tests/nri/sample_plugin.py. Built from Debian
+// trixie's Go packages, offline, by
 //
 //	bash bench/nri_go_trivial/build.sh   # prints the binary's path
 package main
@@ -13,9 +15,10 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
+	"google.golang.org/protobuf/proto"
 )
 
-type plugin struct{}
+type plugin struct{ answer *api.ContainerAdjustment }
 
 func (p *plugin) Configure(_ context.Context, config, runtime, version string) (stub.EventMask, error) {
 	fmt.Println("configured")
@@ -28,6 +31,9 @@ func (p *plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 }
 
 func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	if p.answer != nil {
+		return p.answer, nil, nil
+	}
 	return &api.ContainerAdjustment{}, nil, nil
 }
 
@@ -35,8 +41,21 @@ func main() {
 	socket := flag.String("socket", "/var/run/nri/nri.sock", "")
 	name := flag.String("name", "gotrivial", "")
 	idx := flag.String("idx", "50", "")
+	answer := flag.String("answer", "", "file holding a serialized ContainerAdjustment to answer with")
 	flag.Parse()
-	s, err := stub.New(&plugin{}, stub.WithSocketPath(*socket), stub.WithPluginName(*name), stub.WithPluginIdx(*idx))
+	p := &plugin{}
+	if *answer != "" {
+		wire, err := os.ReadFile(*answer)
+		if err == nil {
+			p.answer = &api.ContainerAdjustment{}
+			err = proto.Unmarshal(wire, p.answer)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	s, err := stub.New(p, stub.WithSocketPath(*socket), stub.WithPluginName(*name), stub.WithPluginIdx(*idx))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
