@@ -6,7 +6,7 @@ replace a same-named variable in place or are appended; a device replaces one wi
 path and gets an allow rule (access `rw`, `rwm` for block devices); a mount replaces one with
 the same destination and all mounts are re-sorted by depth, then destination (sort.Sort); hooks
 are appended to their stage. The mounts are sent in that order already: the sort then finds
-them in place (a third of the comparisons of a shuffled list, docs/nri-plugin.md), and since
+them in place (half the comparisons of a shuffled list, docs/nri-plugin.md), and since
 destinations are unique the container's mounts come out the same whatever the order sent.
 So the adjustment carries each env name, device path and mount destination once (the last
 definition, where the reference library's injection would leave it), and each distinct hook
