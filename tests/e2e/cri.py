@@ -180,6 +180,16 @@ class CriClient:
         """CRI Version: runtime_name, runtime_version, runtime_api_version."""
         return self._call("Version", self.pb.VersionRequest(version="v1"))
 
+    def image_known(self, ref: str) -> bool:
+        """Whether CRI's image service resolves `ref` (ImageStatus answers an empty image when
+        it does not)."""
+        request = self.pb.ImageStatusRequest(image=self.pb.ImageSpec(image=ref))
+        try:
+            reply = self.images.ImageStatus(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise CriError("ImageStatus", e.code(), e.details() or "") from None
+        return bool(reply.image.id)
+
     # -- pods -----------------------------------------------------------------------------
     def run_pod(
         self,

@@ -499,7 +499,19 @@ class Containerd:
             cmd=cmd,
         )
         self.import_image(tar)
+        self._wait_cri_knows(ref)
         return ref
+
+    def _wait_cri_knows(self, ref: str, timeout: float = 10.0) -> None:
+        # CRI keeps its own image store, updated from containerd's image events after `ctr
+        # images import` has returned: a CreateContainer right after the import can still get
+        # "not found" (seen on 2.1 under load).
+        deadline = time.monotonic() + timeout
+        with self.cri() as client:
+            while not client.image_known(ref):
+                if time.monotonic() > deadline:
+                    raise self._fail(f"CRI does not know image {ref} {timeout:.0f} s after import")
+                time.sleep(0.02)
 
     def install_plugin(
         self, idx: str, name: str, executable: Path | str, config: str | None = None

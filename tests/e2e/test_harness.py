@@ -104,6 +104,13 @@ def test_unknown_image_error_carries_containerd_message(cri: Any) -> None:
     assert "localhost/does-not/exist:1" in str(err.value)
 
 
+def test_build_image_returns_once_cri_resolves_it(containerd: Any, cri: Any) -> None:
+    # CRI's image store follows containerd's import by events: build_image waits for it.
+    assert not cri.image_known("localhost/gpu-cdi-e2e/not-built:1")
+    ref = containerd.build_image("localhost/gpu-cdi-e2e/known:1", extra_files={"x": "x\n"})
+    assert cri.image_known(ref)
+
+
 def test_restart_keeps_pods_and_images(containerd: Any, cri: Any) -> None:
     pod = cri.run_pod("restart")
     old_pid = containerd.pid
