@@ -183,10 +183,17 @@ CASES = {
     "1.7": (PLAIN, OWN_CDI, RESOLVE, NO_REQUEST, GO_RESOLVE),
     "2.1": (PLAIN, OWN_CDI, RESOLVE, NO_REQUEST, NATIVE, GO_RESOLVE, GO_NATIVE),
 }
-# --parts: a Go plugin answering one part of the resolve answer (or nothing, or one env
-# variable), to see what containerd does with each:
+# --parts: a Go plugin answering one part of the resolve answer (or nothing, one env
+# variable, the whole answer with its mounts reversed), to see what containerd does with each:
 # part -> (what it answers, copy it from the full answer, whether it gets /dev/nvidia0)
 Keep = Callable[[api.ContainerAdjustment, api.ContainerAdjustment], None]  # (full, part)
+
+
+def _reversed_mounts(full: api.ContainerAdjustment, part: api.ContainerAdjustment) -> None:
+    part.CopyFrom(full)
+    part.mounts.reverse()
+
+
 PARTS: dict[str, tuple[str, Keep, bool]] = {
     "mounts": (
         "the resolve answer's mounts",
@@ -204,6 +211,13 @@ PARTS: dict[str, tuple[str, Keep, bool]] = {
         False,
     ),
     "one env": ("one env variable", lambda full, part: part.env.add(key="BENCH", value="1"), False),
+    # gpu-cdi-nri sends mounts in the order containerd re-sorts them into; this is the same
+    # answer with the mounts reversed: what that order saves containerd's sort
+    "reversed mounts": (
+        "the resolve answer with its mounts reversed",
+        _reversed_mounts,
+        True,
+    ),
     "empty": ("an empty adjustment", lambda full, part: None, False),
 }
 

@@ -216,8 +216,10 @@ def clean_path(path: str) -> str:
     return cleaned or "."
 
 
-def _mount_order(mount: dict[str, Any]) -> tuple[int, str]:
-    destination = mount.get("destination", "")
+def mount_order(destination: str) -> tuple[int, str]:
+    """The sort key of OCI mounts after an injection: the depth of the cleaned destination,
+    then the destination (`apply_edits` here; NRI's `runtime-tools/generate` sorts a
+    container's mounts the same way when it applies an adjustment)."""
     if destination.startswith("/") and "//" not in destination and "/." not in destination:
         # Already clean (the common case): skip the Python-level Clean.
         depth = destination.count("/") - (len(destination) > 1 and destination.endswith("/"))
@@ -307,7 +309,7 @@ def apply_edits(oci_spec: dict[str, Any], edits: ContainerEdits) -> dict[str, An
             if mount.options:
                 oci_mount["options"] = list(mount.options)
             mounts.append(oci_mount)
-        mounts.sort(key=_mount_order)
+        mounts.sort(key=lambda mount: mount_order(mount.get("destination", "")))
         spec["mounts"] = mounts
 
     if edits.hooks:

@@ -4,7 +4,10 @@ adjustment's CDI_devices field (native mode).
 containerd applies an adjustment like this (NRI 0.6.1 `runtime-tools/generate`): env entries
 replace a same-named variable in place or are appended; a device replaces one with the same
 path and gets an allow rule (access `rw`, `rwm` for block devices); a mount replaces one with
-the same destination and the mounts are re-sorted by depth; hooks are appended to their stage.
+the same destination and all mounts are re-sorted by depth, then destination (sort.Sort); hooks
+are appended to their stage. The mounts are sent in that order already: the sort then finds
+them in place (half the comparisons of a shuffled list, docs/nri-plugin.md), and since
+destinations are unique the container's mounts come out the same whatever the order sent.
 So the adjustment carries each env name, device path and mount destination once (the last
 definition, where the reference library's injection would leave it), and each distinct hook
 once: a device requested twice, or `all` next to one of its GPUs, does not double hooks or
@@ -20,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
-from cdi.inject import fill_device_node
+from cdi.inject import fill_device_node, mount_order
 from cdi.spec import ContainerEdits, DeviceNode, Hook, Mount
 from nri_plugin.protocol import api
 
@@ -107,7 +110,8 @@ def resolved_adjustment(
     nodes = [fill_device_node(node, host_root) for node in edits.device_nodes]
     for node in _last_by((node.path, node) for node in nodes):
         adjust.linux.devices.append(_device(node))
-    for mount in _last_by((m.container_path, m) for m in edits.mounts):
+    mounts = _last_by((m.container_path, m) for m in edits.mounts)
+    for mount in sorted(mounts, key=lambda m: mount_order(m.container_path)):
         adjust.mounts.append(_mount(mount))
     seen: set[Hook] = set()
     for hook in edits.hooks:

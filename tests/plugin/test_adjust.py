@@ -66,12 +66,36 @@ def test_repeated_nodes_mounts_and_hooks_appear_once_at_the_last_position() -> N
     edits = ContainerEdits(
         device_nodes=[node0, node1, node0],
         hooks=[hook, Hook("createContainer", "/bin/other"), hook],
-        mounts=[Mount("/a", "/x", ["ro"]), Mount("/b", "/y"), Mount("/c", "/x", ["rw"])],
+        mounts=[Mount("/a", "/y", ["ro"]), Mount("/b", "/x"), Mount("/c", "/y", ["rw"])],
     )
     adj = resolved_adjustment(edits)
     assert [d.path for d in adj.linux.devices] == ["/dev/nvidia1", "/dev/nvidia0"]
     assert [h.path for h in adj.hooks.create_container] == ["/bin/h", "/bin/other"]
-    assert [(m.source, m.destination) for m in adj.mounts] == [("/b", "/y"), ("/c", "/x")]
+    # mounts: the last definition of /y, placed where containerd sorts it (next test)
+    assert [(m.source, m.destination) for m in adj.mounts] == [("/b", "/x"), ("/c", "/y")]
+
+
+def test_mounts_are_sent_in_the_order_containerd_sorts_them_into() -> None:
+    # NRI's runtime-tools/generate re-sorts all mounts by (depth of the cleaned destination,
+    # destination) after applying them; sent in that order, its sort finds them in place.
+    edits = ContainerEdits(
+        mounts=[
+            Mount("/h/1", "/usr/lib/x86_64-linux-gnu/vdpau/libvdpau_nvidia.so.1"),
+            Mount("/h/2", "/usr/bin/nvidia-smi"),
+            Mount("/h/3", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"),
+            Mount("/h/4", "/run/nvidia-persistenced/socket"),
+            Mount("/h/5", "/opt//deep/./x"),  # cleaned: /opt/deep/x, depth 3
+            Mount("/h/6", "/lib/firmware/nvidia/550.1/gsp_ga10x.bin"),
+        ]
+    )
+    assert [m.destination for m in resolved_adjustment(edits).mounts] == [
+        "/opt//deep/./x",
+        "/run/nvidia-persistenced/socket",
+        "/usr/bin/nvidia-smi",
+        "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/lib/firmware/nvidia/550.1/gsp_ga10x.bin",
+        "/usr/lib/x86_64-linux-gnu/vdpau/libvdpau_nvidia.so.1",
+    ]
 
 
 def test_device_nodes_are_completed_from_the_host() -> None:
