@@ -26,6 +26,8 @@ into the process):
   NVIDIA_VISIBLE_DEVICES=0 (the answer is ~12 kB: 52 mounts, 7 devices, a hook).
 - gpu-cdi-nri, no request: the same program, a container that asks for nothing.
 - Python no-op: tests/nri/sample_plugin.py (trivial) on nri_plugin.protocol, the stack alone.
+- Python, same answer: the same answering gpu-cdi-nri's 1-GPU answer, encoded once (the
+  stack, the request's decoding and the answer's bytes, without resolving anything).
 - Go, same answer: bench/nri_go_trivial answering gpu-cdi-nri's 1-GPU answer, the best a Go
   plugin resolving the GPU could do.
 - Go no-op, the anchor: bench/nri_go_trivial (NRI 0.6.1's stub) answering nothing.
@@ -65,6 +67,7 @@ TARGET_RSS_MB = 25.0
 GPU = "gpu-cdi-nri, 1 GPU"
 NO_REQUEST = "gpu-cdi-nri, no request"
 PY_NOOP = "Python no-op"
+PY_SAME = "Python, same answer"
 GO_SAME = "Go, same answer"
 ANCHOR = "Go no-op"
 ADAPTATION = "containerd's NRI code (NRI 0.6.1 adaptation)"
@@ -267,6 +270,7 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Results], i
         GPU: (ours, "gpu.req"),
         NO_REQUEST: (ours, "plain.req"),
         PY_NOOP: (py_noop, "plain.req"),
+        PY_SAME: ([*py_noop, "--answer", str(work / "answer")], "plain.req"),
         GO_SAME: ([go, "-answer", str(work / "answer")], "plain.req"),
         ANCHOR: ([go], "plain.req"),
     }
@@ -277,8 +281,9 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[dict[str, Results], i
             for i, (case, (argv, req)) in enumerate(cases.items()):
                 drivers[kind][case] = cls(argv, work, f"{cls.__name__}-{i}", work / req)
         shape = drivers[ADAPTATION][GPU].shape()  # type: ignore[attr-defined]
-        if shape != drivers[ADAPTATION][GO_SAME].shape():  # type: ignore[attr-defined]
-            raise SystemExit("the Go plugin's answer differs from gpu-cdi-nri's")
+        for same in (GO_SAME, PY_SAME):
+            if shape != drivers[ADAPTATION][same].shape():  # type: ignore[attr-defined]
+                raise SystemExit(f"{same}: the answer differs from gpu-cdi-nri's")
         everyone = [d for by_case in drivers.values() for d in by_case.values()]
         for driver in everyone:  # imports, caches, the allocator; then start counting
             driver.block(args.warmup, args.pods)

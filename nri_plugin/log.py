@@ -17,6 +17,9 @@ from cdi.errors import quote
 
 _SPECIAL = re.compile(r'[\s"=\\]').search
 
+Message = str | Callable[[], str]
+"""A log line's logfmt text, or a function building it when the line is written."""
+
 
 def logfmt(**fields: object) -> str:
     """`key=value` pairs; values with spaces, quotes, `=` or backslashes (or empty) quoted."""
@@ -60,10 +63,10 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     `on_failure`, and ends logging instead of printing a traceback per record.
 
     With `defer` set (a function that runs a callback later on the thread that logs, e.g.
-    through the event loop's call_later), lines from `write_line` are written by that
-    callback, together: a request's answer goes out before its log line, and a busy moment
-    costs one write. Lines keep their order with the other records (those write the pending
-    ones first).
+    through the event loop's call_later), lines from `write_line` are formatted and written
+    by that callback, together: a request's answer goes out before its log line is even
+    built, and a busy moment costs one write. Lines keep their order with the other records
+    (those write the pending ones first).
     """
 
     def __init__(self) -> None:
@@ -73,24 +76,25 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.failure: OSError | None = None
         self.on_failure: Callable[[], None] | None = None
         self.defer: Callable[[Callable[[], None]], object] | None = None
-        self._pending: list[str] = []
+        self._pending: list[tuple[float, str, Message]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.failure is None:
             self.flush_pending()
             super().emit(record)
 
-    def write_line(self, level: str, message: str) -> None:
-        """Log one logfmt `message` without a LogRecord (for the per-request lines: the
-        record machinery would cost more than the rest of a request)."""
+    def write_line(self, level: str, message: Message) -> None:
+        """Log one logfmt `message` (or the function building it) without a LogRecord (for
+        the per-request lines: the record machinery would cost more than the rest of a
+        request)."""
         if self.failure is not None:
             return
-        line = self._line_formatter.line(time.time(), level, message) + "\n"
+        created = time.time()
         if self.defer is None:
-            self._write(line)
+            self._write(self._format(created, level, message))
             return
         with self.lock:  # type: ignore[union-attr]
-            self._pending.append(line)
+            self._pending.append((created, level, message))
             first = len(self._pending) == 1
         if first:
             self.defer(self.flush_pending)
@@ -100,8 +104,12 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if not self._pending:
             return
         with self.lock:  # type: ignore[union-attr]
-            lines, self._pending = self._pending, []
-        self._write("".join(lines))
+            pending, self._pending = self._pending, []
+        self._write("".join([self._format(*line) for line in pending]))
+
+    def _format(self, created: float, level: str, message: Message) -> str:
+        text = message if isinstance(message, str) else message()
+        return self._line_formatter.line(created, level, text) + "\n"
 
     def _write(self, text: str) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -124,16 +132,17 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.on_failure()
 
 
-def info(logger: logging.Logger, message: str) -> None:
+def info(logger: logging.Logger, message: Message) -> None:
     """`logger.info(message)` for a logfmt message, the fast way when the plugin's handler
-    is the only one (as set up by setup_logging)."""
+    is the only one (as set up by setup_logging). `message` may be a function returning it,
+    called when the line is written (with a deferring handler: after the request's answer)."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handlers = logging.root.handlers
     if len(handlers) == 1 and type(handlers[0]) is StderrHandler and logger.propagate:
         handlers[0].write_line("info", message)
     else:
-        logger.info("%s", message)
+        logger.info("%s", message if isinstance(message, str) else message())
 
 
 def setup_logging(level: str) -> StderrHandler:

@@ -85,6 +85,19 @@ class _Answer(NamedTuple):
     tail: str
 
 
+class _InjectedLine(NamedTuple):
+    """What the log line of an injection says, put into words once the answer is out."""
+
+    namespace: str
+    pod: str
+    container: str
+    tail: str
+
+    def text(self) -> str:
+        head = logfmt(pod=f"{self.namespace}/{self.pod}", container=self.container)
+        return f"msg=injected {head} {self.tail}"
+
+
 def _answer(adjustment: api.ContainerAdjustment, tail: str = "") -> _Answer:
     response = api.CreateContainerResponse(adjust=adjustment)
     return _Answer(response, response.SerializeToString(), tail)
@@ -274,8 +287,7 @@ class GpuCdiPlugin(Plugin):
 
         self.metrics.injected(self.mode, len(requests))
         if log.isEnabledFor(logging.INFO):
-            head = logfmt(pod=f"{namespace}/{pod.name}", container=name)
-            log_info(log, f"msg=injected {head} {answer.tail}")
+            log_info(log, _InjectedLine(namespace, pod.name, name, answer.tail).text)
         return answer
 
     def _current_snapshot(self) -> Snapshot:

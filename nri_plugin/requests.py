@@ -170,13 +170,21 @@ def annotation_requests(
 
 def env_value(env: Sequence[str], name: str = VISIBLE_DEVICES) -> str | None:
     """The value of `name` in a `KEY=VALUE` list (the first one: what getenv returns)."""
-    # One search in the joined list instead of a Python loop over (often 100) entries; NUL
-    # separates them as in a process's environment, where no entry can contain one.
-    text = "\0" + "\0".join(env)
-    start = text.find(f"\0{name}=")
-    if start < 0 or text.count("\0") != len(env):
-        return _env_value_loop(env, name) if start >= 0 else None
-    start += len(name) + 2
+    # One search in the joined list instead of a Python loop over (often 100) entries, NUL
+    # separating them as in a process's environment. A slice makes every entry a str at
+    # once (a protobuf list does it item by item otherwise).
+    items = env[:]
+    key = name + "="
+    text = "\0".join(items)
+    if text.startswith(key):
+        start = len(key)
+    else:
+        found = text.find("\0" + key)
+        if found < 0:
+            return None  # every entry but the first follows a NUL: none starts with `key`
+        start = found + 1 + len(key)
+    if "\0" in "".join(items):  # an entry holding a NUL fakes a boundary: look entry by entry
+        return _env_value_loop(items, name)
     end = text.find("\0", start)
     return text[start:] if end < 0 else text[start:end]
 

@@ -68,34 +68,45 @@ class Mux:
         out: list[Chunk] = []
         view = memoryview(data)
         pos, end = 0, len(data)
-        while pos < end:
-            if self._remaining:
-                take = min(self._remaining, end - pos)
-                if self._conn in self._conn_ids:
-                    out.append(Chunk(self._conn, bytes(view[pos : pos + take])))
+        conn, remaining = self._conn, self._remaining
+        run: list[memoryview] = []  # payload slices of `run_conn`, adjacent in the stream
+        run_conn = 0
+        while True:
+            if remaining:
+                take = min(remaining, end - pos)
+                if conn in self._conn_ids:
+                    if conn != run_conn and run:
+                        out.append(Chunk(run_conn, _joined(run)))
+                        run = []
+                    run_conn = conn
+                    run.append(view[pos : pos + take])
                 else:
                     self.dropped_bytes += take
-                self._remaining -= take
+                remaining -= take
                 pos += take
-                continue
-            need = HEADER_SIZE - len(self._header)
-            if need == HEADER_SIZE and end - pos >= HEADER_SIZE:
-                conn, length = HEADER.unpack_from(data, pos)
+            if pos >= end:
+                break
+            if not self._header and end - pos >= HEADER_SIZE:
+                conn, remaining = HEADER.unpack_from(data, pos)
                 pos += HEADER_SIZE
             else:
+                need = HEADER_SIZE - len(self._header)
                 self._header += bytes(view[pos : pos + need])
                 pos += min(need, end - pos)
                 if len(self._header) < HEADER_SIZE:
                     break
-                conn, length = HEADER.unpack(self._header)
+                conn, remaining = HEADER.unpack(self._header)
                 self._header = b""
-            if length > self._max_recv:
+            if remaining > self._max_recv:
+                self._conn, self._remaining = conn, 0
                 raise MuxError(
-                    f"mux frame for connection {conn} announces {length} payload bytes, "
+                    f"mux frame for connection {conn} announces {remaining} payload bytes, "
                     f"more than the limit of {self._max_recv}"
                 )
-            self._conn, self._remaining = conn, length
-        return _coalesce(out)
+        self._conn, self._remaining = conn, remaining
+        if run:
+            out.append(Chunk(run_conn, _joined(run)))
+        return out
 
     def frame(self, conn_id: int, message: bytes) -> bytes:
         """Frames carrying `message` on `conn_id`, none with more than the send limit."""
@@ -114,17 +125,6 @@ class Mux:
         return b"".join(parts)
 
 
-def _coalesce(chunks: list[Chunk]) -> list[Chunk]:
-    """Merge adjacent chunks of the same connection (fewer upper-layer parse calls)."""
-    if len(chunks) < 2:
-        return chunks
-    merged: list[Chunk] = []
-    run: list[bytes] = [chunks[0].data]
-    conn = chunks[0].conn_id
-    for chunk in chunks[1:]:
-        if chunk.conn_id != conn:
-            merged.append(Chunk(conn, b"".join(run)))
-            run, conn = [], chunk.conn_id
-        run.append(chunk.data)
-    merged.append(Chunk(conn, b"".join(run)))
-    return merged
+def _joined(parts: list[memoryview]) -> bytes:
+    """The bytes of adjacent payload slices of one connection, copied once."""
+    return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)

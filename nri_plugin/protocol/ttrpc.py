@@ -36,6 +36,9 @@ class MessageType(enum.IntEnum):
     DATA = 3
 
 
+_REQUEST, _RESPONSE = int(MessageType.REQUEST), int(MessageType.RESPONSE)
+
+
 class Role(enum.Enum):
     """Which side of the calls on this logical connection we are."""
 
@@ -79,6 +82,7 @@ class TtrpcConnection:
 
     def __init__(self, role: Role, *, max_data: int = MAX_DATA) -> None:
         self.role = role
+        self._serving = role is Role.SERVER  # (a plain bool: tested for every message)
         self._max_data = max_data
         self._buf = bytearray()
         self._discard = 0  # bytes of an oversized message still to skip
@@ -114,11 +118,23 @@ class TtrpcConnection:
             self._discard -= skip
             data = data[skip:]
         buf = self._buf
-        buf += data
+        if buf:  # the rest of a partial message
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        # parsed in place: only a partial message at the end is copied, to wait for the rest
+        view = memoryview(data)
+        pos = self._parse(view, events)
+        if pos < len(view):
+            buf += view[pos:]
+        return events
+
+    def _parse(self, view: memoryview, events: list[Event]) -> int:
+        """Dispatch the whole messages at the start of `view`; returns the bytes consumed."""
         pos = 0
-        size = len(buf)
+        size = len(view)
         while size - pos >= HEADER_SIZE:
-            length, stream_id, mtype, _flags = HEADER.unpack_from(buf, pos)
+            length, stream_id, mtype, _flags = HEADER.unpack_from(view, pos)
             if length > self._max_data:
                 pos += HEADER_SIZE
                 skip = min(length, size - pos)
@@ -129,12 +145,9 @@ class TtrpcConnection:
             end = pos + HEADER_SIZE + length
             if end > size:
                 break
-            body = bytes(buf[pos + HEADER_SIZE : end])
+            self._dispatch(stream_id, mtype, view[pos + HEADER_SIZE : end], events)
             pos = end
-            self._dispatch(stream_id, mtype, body, events)
-        if pos:
-            del buf[:pos]
-        return events
+        return pos
 
     def _oversized(self, stream_id: int, mtype: int, length: int, events: list[Event]) -> None:
         message = f"message length {length} exceed maximum message size of {self._max_data}"
@@ -151,12 +164,12 @@ class TtrpcConnection:
         else:
             self.ignored_messages += 1
 
-    def _dispatch(self, stream_id: int, mtype: int, body: bytes, events: list[Event]) -> None:
-        if self.role is Role.SERVER and mtype == MessageType.REQUEST:
+    def _dispatch(self, stream_id: int, mtype: int, body: memoryview, events: list[Event]) -> None:
+        if self._serving and mtype == _REQUEST:
             if not self._accept_stream(stream_id, events):
                 return
             try:
-                req = ttrpc_pb2.Request.FromString(body)
+                req = ttrpc_pb2.Request.FromString(body)  # type: ignore[arg-type]  # any buffer
             except DecodeError as exc:
                 events.append(
                     RequestRejected(
@@ -164,19 +177,19 @@ class TtrpcConnection:
                     )
                 )
                 return
-            metadata = tuple((kv.key, kv.value) for kv in req.metadata)
+            metadata = tuple((kv.key, kv.value) for kv in req.metadata) if req.metadata else ()
             events.append(
                 RequestReceived(
                     stream_id, req.service, req.method, req.payload, req.timeout_nano, metadata
                 )
             )
-        elif self.role is Role.CLIENT and mtype == MessageType.RESPONSE:
+        elif not self._serving and mtype == _RESPONSE:
             if stream_id not in self._pending:
                 self.ignored_messages += 1
                 return
             self._pending.discard(stream_id)
             try:
-                resp = ttrpc_pb2.Response.FromString(body)
+                resp = ttrpc_pb2.Response.FromString(body)  # type: ignore[arg-type]
             except DecodeError as exc:
                 events.append(
                     ResponseReceived(

@@ -1,10 +1,12 @@
 """A small NRI plugin built on nri_plugin.protocol, run as a process by tests and benchmarks.
 
     python -m tests.nri.sample_plugin --socket PATH [--name N --idx NN] [--mode MODE]
-                                      [--record FILE]
+                                      [--record FILE] [--answer FILE]
 
 Modes:
-  trivial   CreateContainer answered with an empty adjustment (benchmarks)
+  trivial   CreateContainer answered with an empty adjustment (benchmarks), or with
+            --answer, always with the adjustment that file holds serialized (encoded once:
+            a plugin answering from a cache, as bench/nri_go_trivial -answer does in Go)
   adjust    env GPU_CDI_TEST=<container name>, device /dev/gpu-cdi-null (char 1:3, 0666),
             a read-only bind mount of --mount-source at /gpu-cdi-test, annotation
             gpu-cdi.test/adjusted=<container name>; a container annotated
@@ -56,6 +58,19 @@ class Trivial(Announcing):
         return api.ContainerAdjustment()
 
 
+class Answering(Announcing):
+    """Answers every CreateContainer with the same adjustment, encoded once."""
+
+    def __init__(self, adjustment: bytes) -> None:
+        response = api.CreateContainerResponse(
+            adjust=api.ContainerAdjustment.FromString(adjustment)
+        )
+        self.encoded = response.SerializeToString()
+
+    def create_container(self, pod: api.PodSandbox, container: api.Container) -> bytes:
+        return self.encoded
+
+
 class Adjuster(Announcing):
     """Adjusts env, devices, mounts and annotations; fails containers on request."""
 
@@ -103,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("trivial", "adjust"), default="trivial")
     ap.add_argument("--record", default=None)
     ap.add_argument("--mount-source", default="/etc")
+    ap.add_argument("--answer", metavar="FILE", help="trivial mode: answer this adjustment")
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
-    plugin: Plugin = (
-        Trivial() if args.mode == "trivial" else Adjuster(args.record, args.mount_source)
-    )
+    plugin: Plugin
+    if args.mode == "adjust":
+        plugin = Adjuster(args.record, args.mount_source)
+    elif args.answer:
+        with open(args.answer, "rb") as f:
+            plugin = Answering(f.read())
+    else:
+        plugin = Trivial()
     return run_plugin(plugin, name=args.name, idx=args.idx, socket_path=args.socket)
 
 
