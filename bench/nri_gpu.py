@@ -2,13 +2,18 @@
 
 Run (root; needs the tests/e2e packages, gcc for the fake NVML):
     .venv/bin/python bench/nri_gpu.py [--rounds 30] [--block 20] [--containerd 1.7 ...]
-                                      [--inproc-n 5000] [--skip-containerd]
+                                      [--inproc-n 5000] [--stack] [--skip-containerd]
 
 1. Time inside the plugin for one CreateContainer (decode the request, find the requests,
    check the policy, resolve, build the adjustment, encode the response), for 1 and 8 GPUs and
    `all`, with the spec `gpu-cdi generate` writes for a fake DGX A100. "warm" is the usual
    case (the adjustment for a device set is cached until the spec dirs change), "cold" drops
    the cache before every call. Target: 8 GPUs p99 <= 300 us.
+   With --stack, also the whole receive path in the process: a CreateContainer as the
+   runtime frames it (bench/nri.py's 4.4 kB request, ttrpc in two mux frames) handed to the
+   plugin's NriTransport as a socket read, through mux, ttrpc, the stub and the plugin, to the
+   framed answer written to a transport that keeps it (the log line deferred, as in
+   production).
 2. containerd CreateContainer latency (CRI, blocking, each container removed at once) on
    containerd 1.7.24 and 2.1, roots on tmpfs, the same spec in containerd's CDI dir. Per
    release one containerd instance per role: no plugin (a plain container; one asking
@@ -89,6 +94,93 @@ def request_bytes(env: str) -> bytes:
 
 
 Result = tuple[str, str, list[float], list[float]]
+
+
+class _KeptWrites(asyncio.Transport):
+    """A transport that keeps the last write (--stack)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = b""
+        self.writes = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.last = bytes(data)
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def stack(spec_dir: Path, n: int) -> list[tuple[str, list[float], int]]:
+    """Per-request wall times (us) of the whole receive path, and the answer's size."""
+    from nri_plugin.protocol.gen import ttrpc_pb2
+    from nri_plugin.protocol.stub import PLUGIN_SERVICE, Stub
+    from nri_plugin.protocol.transport import NriTransport
+    from tests.nri.fake_runtime import MUX, REQUEST, TTRPC, sample_create_request
+
+    request = sample_create_request()
+    plain = request.SerializeToString()
+    request.container.env.append("NVIDIA_VISIBLE_DEVICES=0")
+    cases = [("1 GPU", request.SerializeToString()), ("no request", plain)]
+
+    async def run() -> list[tuple[str, list[float], int]]:
+        registry = Registry([str(spec_dir)])
+        plugin = GpuCdiPlugin(Config(spec_dirs=(str(spec_dir),)), registry)
+        await plugin.configure(
+            api.ConfigureRequest(runtime_name="containerd", runtime_version="1.7.24~ds1")
+        )
+        handler = setup_logging("info")
+        handler.stream = open(os.devnull, "w")  # noqa: SIM115
+        deferred: list[Callable[[], None]] = []
+        handler.defer = deferred.append  # written after the answer, as the CLI does
+        stub = Stub(plugin, name="bench", idx="50", environ={})
+        results = []
+        for label, payload in cases:
+            body = ttrpc_pb2.Request(
+                service=PLUGIN_SERVICE,
+                method="CreateContainer",
+                payload=payload,
+                timeout_nano=2_000_000_000,
+            ).SerializeToString()
+            proto = NriTransport(stub._dispatch)
+            kept = _KeptWrites()
+            proto.connection_made(kept)
+            buffer = proto.get_buffer(-1)
+            wires = []
+            for i in range(n + 200):
+                message = TTRPC.pack(len(body), 2 * i + 1, REQUEST, 0) + body
+                parts = [message[:4096], message[4096:]]  # as containerd splits it
+                wires.append(b"".join(MUX.pack(1, len(p)) + p for p in parts if p))
+            gc.collect()
+            gc.freeze()
+            times: list[float] = []
+            for i, wire in enumerate(wires):
+                size = len(wire)
+                buffer[:size] = wire
+                t0 = time.perf_counter_ns()
+                proto.buffer_updated(size)
+                dt = time.perf_counter_ns() - t0
+                for flush in deferred:
+                    flush()
+                deferred.clear()
+                if i >= 200:  # warm-up
+                    times.append(dt / 1e3)
+            assert kept.writes == len(wires)
+            results.append((label, times, len(kept.last)))
+        registry.close()
+        return results
+
+    return asyncio.run(run())
+
+
+def print_stack(results: list[tuple[str, list[float], int]]) -> None:
+    print("\n## The whole receive path in the process (us; socket read to framed answer)")
+    print("| case | n | p10 | p50 | p90 | p99 | answer bytes |")
+    print("|---|---|---|---|---|---|---|")
+    for label, times, size in results:
+        cells = " | ".join(f"{percentile(times, p):.1f}" for p in (10, 50, 90, 99))
+        print(f"| {label} | {len(times)} | {cells} | {size} |")
 
 
 def inproc(spec_dir: Path, n: int) -> list[Result]:
@@ -453,6 +545,9 @@ def main() -> int:
         "what containerd does with each",
     )
     ap.add_argument("--inproc-n", type=int, default=5000)
+    ap.add_argument(
+        "--stack", action="store_true", help="also time the whole receive path in the process"
+    )
     ap.add_argument("--skip-containerd", action="store_true")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -461,6 +556,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         spec_dir = build_spec_dir(Path(tmp))
         print_inproc(inproc(spec_dir, args.inproc_n))
+        if args.stack:
+            print_stack(stack(spec_dir, args.inproc_n))
     if not args.skip_containerd:
         versions = args.containerd or sorted(CASES)
         containerd_latency(versions, args.rounds, args.block, args.warmup, args.parts or ())

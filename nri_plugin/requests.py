@@ -33,6 +33,7 @@ NRI_DEVICE_KEY = "cdi-devices.nri.io"
 # device-injector >= 0.10 prefers this domain and keeps nri.io as the fallback
 NRI_DEVICE_KEYS = ("cdi-devices.noderesource.dev", NRI_DEVICE_KEY)
 NVIDIA_DEVICE_KEY = "nvidia.cdi.k8s.io"
+_POD_DOMAINS = (*NRI_DEVICE_KEYS, NVIDIA_DEVICE_KEY)
 VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
 DEFAULT_ENV_KIND = "nvidia.com/gpu"
 
@@ -157,8 +158,18 @@ def annotation_requests(
 ) -> list[Request]:
     """Requests of every annotation source, in precedence order (duplicates not yet removed)."""
     found: list[Request] = []
-    for key in sorted(k for k in container_annotations if k.startswith(ANNOTATION_PREFIX)):
-        found += _comma_list(container_annotations[key], Source("annotation", key))
+    keys = [k for k in container_annotations if k.startswith(ANNOTATION_PREFIX)]
+    if keys:
+        keys.sort()
+        for key in keys:
+            found += _comma_list(container_annotations[key], Source("annotation", key))
+    # Every key effective_key looks up starts with its domain: a pod with no key starting
+    # with one (nearly every pod) needs none of those lookups, each a protobuf map access.
+    for key in pod_annotations:
+        if key.startswith(_POD_DOMAINS):
+            break
+    else:
+        return found
     nri_key = effective_key(pod_annotations, NRI_DEVICE_KEYS, container_name)
     if nri_key is not None:
         found += _yaml_list(pod_annotations[nri_key], Source("annotation", nri_key, "pod"))

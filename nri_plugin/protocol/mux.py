@@ -13,6 +13,7 @@ payload exceeds what containerd's reader accepts (4096 bytes).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from nri_plugin.protocol.errors import MuxError
@@ -63,7 +64,7 @@ class Mux:
         """Bytes held back waiting for more input (at most one partial header)."""
         return len(self._header)
 
-    def receive_data(self, data: bytes) -> list[Chunk]:
+    def receive_data(self, data: bytes | memoryview) -> list[Chunk]:
         """Feed bytes read from the socket; returns the logical-stream chunks they complete."""
         out: list[Chunk] = []
         view = memoryview(data)
@@ -110,19 +111,27 @@ class Mux:
 
     def frame(self, conn_id: int, message: bytes) -> bytes:
         """Frames carrying `message` on `conn_id`, none with more than the send limit."""
+        return self.frame_parts(conn_id, (message,))
+
+    def frame_parts(self, conn_id: int, parts: Sequence[bytes]) -> bytes:
+        """Frames carrying the concatenation of `parts` (e.g. a ttrpc header and a payload)
+        on `conn_id`, none with more than the send limit: the parts are copied once."""
         if not 0 < conn_id <= 0xFFFFFFFF:
             raise ValueError(f"mux connection id must be 1..2^32-1, got {conn_id}")
-        size = len(message)
+        size = sum(map(len, parts))
         if size <= self._max_send:
-            return HEADER.pack(conn_id, size) + message
+            return b"".join((HEADER.pack(conn_id, size), *parts))
+        *lead, last = parts
         step = self._max_send
-        view = memoryview(message)  # slices without copies: join copies once
-        parts: list[bytes | memoryview] = []
-        for start in range(0, size, step):
+        first = step - sum(map(len, lead))  # the last part's bytes in the first frame
+        if first <= 0:  # (leading parts too long to share a frame: not what ttrpc sends)
+            return self.frame_parts(conn_id, (b"".join(parts),))
+        view = memoryview(last)  # slices without copies: join copies once
+        out: list[bytes | memoryview] = [HEADER.pack(conn_id, step), *lead, view[:first]]
+        for start in range(first, len(view), step):
             piece = view[start : start + step]
-            parts.append(HEADER.pack(conn_id, len(piece)))
-            parts.append(piece)
-        return b"".join(parts)
+            out += (HEADER.pack(conn_id, len(piece)), piece)
+        return b"".join(out)
 
 
 def _joined(parts: list[memoryview]) -> bytes:

@@ -29,7 +29,7 @@ import socket
 import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NamedTuple, TypeAlias, TypeVar
+from typing import Any, NamedTuple, TypeAlias, TypeVar, cast
 
 from google.protobuf.message import DecodeError
 
@@ -452,7 +452,7 @@ class Stub:
 
     # -- dispatch ------------------------------------------------------------------------
 
-    def _dispatch(self, req: RequestReceived) -> Reply | Awaitable[Reply]:
+    def _dispatch(self, req: RequestReceived) -> bytes | Reply | Awaitable[Reply]:
         if req.service != PLUGIN_SERVICE:
             return Reply(code=Code.UNIMPLEMENTED, message=f"service {req.service}")
         method = self._methods.get(req.method)
@@ -463,7 +463,7 @@ class Stub:
         except Exception as exc:
             return self._error_reply(req.method, exc)
         if isinstance(result, bytes):
-            return Reply(result)
+            return result  # the payload of a success
         return self._await_reply(req.method, result)
 
     async def _await_reply(self, method: str, result: Awaitable[bytes]) -> Reply:
@@ -517,10 +517,17 @@ class Stub:
 
     def _create_container(self, payload: bytes) -> Encoded:
         markers = self.plugin.create_container_markers
-        if markers is not None and not any(marker in payload for marker in markers):
-            return b""
+        if markers is not None:
+            for marker in markers:
+                if marker in payload:
+                    break
+            else:
+                return b""
         req = api.CreateContainerRequest.FromString(payload)
-        return then(self.plugin.create_container(req.pod, req.container), _encode_create)
+        result = self.plugin.create_container(req.pod, req.container)
+        if isinstance(result, bytes):  # (e.g. cached): nothing to await or encode
+            return result
+        return then(cast("MaybeAwaitable[Created]", result), _encode_create)
 
     def _update_container(self, payload: bytes) -> Encoded:
         req = api.UpdateContainerRequest.FromString(payload)
@@ -551,9 +558,11 @@ def _empty(_: object) -> bytes:
     return b""
 
 
-def _encode_create(
-    result: api.ContainerAdjustment | api.CreateContainerResponse | bytes | None,
-) -> bytes:
+Created: TypeAlias = api.ContainerAdjustment | api.CreateContainerResponse | bytes | None
+"""What create_container returns (awaited)."""
+
+
+def _encode_create(result: Created) -> bytes:
     if result is None:
         return b""
     if isinstance(result, bytes):

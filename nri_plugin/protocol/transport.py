@@ -41,9 +41,9 @@ class Reply(NamedTuple):
     message: str = ""
 
 
-Handler = Callable[[ttrpc.RequestReceived], Reply | Awaitable[Reply]]
-"""Answers a runtime request: at once with a Reply, or with an awaitable run in a task
-under the request's deadline."""
+Handler = Callable[[ttrpc.RequestReceived], bytes | Reply | Awaitable[Reply]]
+"""Answers a runtime request: at once with a success's payload (bytes) or a Reply, or with
+an awaitable run in a task under the request's deadline."""
 
 
 def _internal_error(req: ttrpc.RequestReceived, exc: Exception) -> Reply:
@@ -122,9 +122,10 @@ class NriTransport(asyncio.BufferedProtocol):
         return self._receive_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self._receive_view[:nbytes]))
+        # no copy: the mux copies what it passes on, and nothing keeps the view
+        self.data_received(self._receive_view[:nbytes])
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         try:
             for chunk in self._mux.receive_data(data):
                 if chunk.conn_id == mux.PLUGIN_SERVICE_CONN:
@@ -163,23 +164,27 @@ class NriTransport(asyncio.BufferedProtocol):
             self._write(mux.PLUGIN_SERVICE_CONN, self._server.send_rejection(event))
         elif isinstance(event, ttrpc.RequestReceived):
             if len(self._tasks) < MAX_IN_FLIGHT:
-                self._start(event)
+                self._start(event)  # (which updates reading if it starts a task)
             else:
                 self._backlog.append(event)
-            self._update_reading()
+                self._update_reading()
 
     def _start(self, req: ttrpc.RequestReceived) -> None:
         try:
             result = self._handler(req)
         except Exception as exc:  # the stub turns handler errors into replies; this is a bug
             result = _internal_error(req, exc)
+        # Answered without suspending: no task, no extra trip through the event loop.
+        if isinstance(result, bytes):
+            self._reply(req.stream_id, result)
+            return
         if isinstance(result, Reply):
-            # Answered without suspending: no task, no extra trip through the event loop.
-            self._reply(req, result)
+            self._reply(req.stream_id, *result)
             return
         task = self._loop.create_task(self._serve(req, result))
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        self._update_reading()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -204,20 +209,18 @@ class NriTransport(asyncio.BufferedProtocol):
             raise
         except Exception as exc:
             reply = _internal_error(req, exc)
-        self._reply(req, reply)
+        self._reply(req.stream_id, *reply)
 
-    def _reply(self, req: ttrpc.RequestReceived, reply: Reply) -> None:
+    def _reply(self, stream_id: int, payload: bytes, code: int = 0, message: str = "") -> None:
         if self._transport is None:
             return
         try:
-            data = self._server.send_response(
-                req.stream_id, reply.payload, code=reply.code, message=reply.message
-            )
+            parts = self._server.response_parts(stream_id, payload, code=code, message=message)
         except MessageTooLarge as exc:
-            data = self._server.send_response(
-                req.stream_id, code=Code.RESOURCE_EXHAUSTED, message=str(exc)
+            parts = self._server.response_parts(
+                stream_id, code=Code.RESOURCE_EXHAUSTED, message=str(exc)
             )
-        self._write(mux.PLUGIN_SERVICE_CONN, data)
+        self._write_parts(mux.PLUGIN_SERVICE_CONN, parts)
 
     # -- our calls to the runtime --------------------------------------------------------
 
@@ -260,8 +263,11 @@ class NriTransport(asyncio.BufferedProtocol):
     # -- plumbing ------------------------------------------------------------------------
 
     def _write(self, conn_id: int, message: bytes) -> None:
+        self._write_parts(conn_id, (message,))
+
+    def _write_parts(self, conn_id: int, parts: tuple[bytes, ...]) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(self._mux.frame(conn_id, message))
+            self._transport.write(self._mux.frame_parts(conn_id, parts))
 
     def _update_reading(self) -> None:
         if self._transport is None:

@@ -166,7 +166,10 @@ class TtrpcConnection:
 
     def _dispatch(self, stream_id: int, mtype: int, body: memoryview, events: list[Event]) -> None:
         if self._serving and mtype == _REQUEST:
-            if not self._accept_stream(stream_id, events):
+            if stream_id & 1 and stream_id > self._last_seen:  # _accept_stream's usual case
+                self._last_seen = stream_id
+                self._open.add(stream_id)
+            elif not self._accept_stream(stream_id, events):
                 return
             try:
                 req = ttrpc_pb2.Request.FromString(body)  # type: ignore[arg-type]  # any buffer
@@ -262,7 +265,14 @@ class TtrpcConnection:
         self, stream_id: int, payload: bytes = b"", *, code: int = 0, message: str = ""
     ) -> bytes:
         """Server: the answer to request `stream_id`; an error status when `code` is not 0."""
-        if self.role is not Role.SERVER:
+        return b"".join(self.response_parts(stream_id, payload, code=code, message=message))
+
+    def response_parts(
+        self, stream_id: int, payload: bytes = b"", *, code: int = 0, message: str = ""
+    ) -> tuple[bytes, ...]:
+        """`send_response`'s bytes in pieces (header first), to be copied once by whoever
+        frames them (the mux)."""
+        if not self._serving:
             raise TtrpcError("only the server side of a ttrpc connection sends responses")
         if stream_id not in self._open:
             raise TtrpcError(f"stream {stream_id} has no request waiting for an answer")
@@ -270,25 +280,33 @@ class TtrpcConnection:
 
     def send_rejection(self, rejected: RequestRejected) -> bytes:
         """Server: the error answer to a `RequestRejected` event."""
-        if self.role is not Role.SERVER:
+        if not self._serving:
             raise TtrpcError("only the server side of a ttrpc connection sends responses")
-        return self._response(rejected.stream_id, b"", rejected.code, rejected.message)
+        return b"".join(self._response(rejected.stream_id, b"", rejected.code, rejected.message))
 
-    def _response(self, stream_id: int, payload: bytes, code: int, message: str) -> bytes:
-        parts: tuple[bytes, ...] = ()
+    def _response(
+        self, stream_id: int, payload: bytes, code: int, message: str
+    ) -> tuple[bytes, ...]:
         if code:
             resp = ttrpc_pb2.Response(payload=payload)
             resp.status.code = code
             resp.status.message = message
-            parts = (resp.SerializeToString(),)
-        elif payload:
-            # Response(payload=payload) without the protobuf call (field 2), and the payload
-            # copied once, into the frame
-            parts = (b"\x12" + _varint(len(payload)), payload)
-        size = sum(len(part) for part in parts)
+            data = resp.SerializeToString()
+            size = len(data)
+            self._check_size(size, f"response on stream {stream_id}")
+            self._open.discard(stream_id)
+            return (HEADER.pack(size, stream_id, _RESPONSE, 0), data)
+        if not payload:
+            self._open.discard(stream_id)
+            return (HEADER.pack(0, stream_id, _RESPONSE, 0),)
+        # Response(payload=payload) without the protobuf call: field 2 (payload, wire type
+        # 2: tag 0x12) and its length, the payload itself left for the framer's one copy
+        size = len(payload)
+        prefix = b"\x12" + _varint(size)
+        size += len(prefix)
         self._check_size(size, f"response on stream {stream_id}")
         self._open.discard(stream_id)
-        return b"".join((HEADER.pack(size, stream_id, MessageType.RESPONSE, 0), *parts))
+        return (HEADER.pack(size, stream_id, _RESPONSE, 0) + prefix, payload)
 
     def _check_size(self, size: int, what: str) -> None:
         if size > self._max_data:
@@ -298,6 +316,8 @@ class TtrpcConnection:
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x4000:  # (every answer but the largest: one or two bytes, without a loop)
+        return bytes((value,)) if value < 0x80 else bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -99,3 +100,15 @@ def test_frame_rejects_bad_conn_id() -> None:
         Mux().frame(0, b"x")
     with pytest.raises(ValueError, match="max_send_payload"):
         Mux(max_send_payload=0)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4086, 4096, 4097, 12_949, 20_000])
+@pytest.mark.parametrize("cuts", [(), (10,), (10, 13), (1, 4096, 4097)])
+def test_frame_parts_is_frame_of_the_concatenation(size: int, cuts: tuple[int, ...]) -> None:
+    message = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    bounds = [0, *(c for c in cuts if c <= size), size]
+    parts = [message[a:b] for a, b in itertools.pairwise(bounds)]
+    assert Mux().frame_parts(1, parts) == Mux().frame(1, message)
+    assert Mux(max_send_payload=7).frame_parts(2, parts) == Mux(max_send_payload=7).frame(
+        2, message
+    )

@@ -80,6 +80,19 @@ def test_response_bytes_match_the_wire() -> None:
     assert err[10:] == bytes.fromhex("0a0e 080c 120a") + b"method Foo"
 
 
+@pytest.mark.parametrize("size", [0, 1, 0x7F, 0x80, 12_949, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000])
+def test_success_response_is_what_protobuf_encodes(size: int) -> None:
+    """A success's Response is encoded by hand: byte for byte protobuf's encoding."""
+    payload = bytes(range(256)) * (size // 256) + b"p" * (size % 256)
+    server = TtrpcConnection(Role.SERVER)
+    server.receive_data(frame(1, 1, request_body()))
+    parts = server.response_parts(1, payload)
+    body = ttrpc_pb2.Response(payload=payload).SerializeToString()
+    assert b"".join(parts) == struct.pack(">IIBB", len(body), 1, 2, 0) + body
+    server.receive_data(frame(3, 1, request_body()))
+    assert server.send_response(3, payload)[10:] == body
+
+
 def test_client_accepts_empty_and_explicit_ok_status() -> None:
     client = TtrpcConnection(Role.CLIENT)
     s1, _ = client.send_request("svc", "A")
