@@ -38,6 +38,19 @@ class Chunk(NamedTuple):
     data: bytes
 
 
+class _LastFrames:
+    """The frames of the last multi-frame message, for a message that repeats."""
+
+    __slots__ = ("conn_id", "framed", "head", "message", "template")
+
+    def __init__(self, message: bytes, conn_id: int, head: int, framed: bytes) -> None:
+        self.message = message  # its last part (kept: identity, not equality, is checked)
+        self.conn_id = conn_id
+        self.head = head  # bytes of the leading parts, at the start of the first payload
+        self.framed = framed
+        self.template: bytearray | None = None  # made at the first repeat
+
+
 class Mux:
     """Frame and deframe the multiplexer's byte stream."""
 
@@ -56,6 +69,7 @@ class Mux:
         self._header = b""
         self._conn = 0
         self._remaining = 0  # payload bytes of the current frame still to come
+        self._last_frames: _LastFrames | None = None
         self.dropped_bytes = 0
         """Payload bytes of frames for connection ids nobody listens on (Go drops them too)."""
 
@@ -123,15 +137,33 @@ class Mux:
             return b"".join((HEADER.pack(conn_id, size), *parts))
         *lead, last = parts
         step = self._max_send
-        first = step - sum(map(len, lead))  # the last part's bytes in the first frame
+        head = sum(map(len, lead))
+        first = step - head  # the last part's bytes in the first frame
         if first <= 0:  # (leading parts too long to share a frame: not what ttrpc sends)
             return self.frame_parts(conn_id, (b"".join(parts),))
+        # Large answers repeat (a plugin's cached answer, the same bytes object): the frames
+        # of the last one are kept, and only the leading parts (a ttrpc header: the stream
+        # id) are written anew. Same bytes; one copy instead of slicing and joining.
+        last_frames = self._last_frames
+        if (
+            last_frames is not None
+            and last_frames.message is last
+            and last_frames.conn_id == conn_id
+            and last_frames.head == head
+        ):
+            template = last_frames.template
+            if template is None:
+                template = last_frames.template = bytearray(last_frames.framed)
+            template[HEADER_SIZE : HEADER_SIZE + head] = b"".join(lead)
+            return bytes(template)
         view = memoryview(last)  # slices without copies: join copies once
         out: list[bytes | memoryview] = [HEADER.pack(conn_id, step), *lead, view[:first]]
         for start in range(first, len(view), step):
             piece = view[start : start + step]
             out += (HEADER.pack(conn_id, len(piece)), piece)
-        return b"".join(out)
+        framed = b"".join(out)
+        self._last_frames = _LastFrames(last, conn_id, head, framed)
+        return framed
 
 
 def _joined(parts: list[memoryview]) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from google.protobuf.message import DecodeError
 
@@ -249,7 +249,8 @@ class TtrpcConnection:
         for key, value in metadata:
             req.metadata.add(key=key, value=value)
         data = req.SerializeToString()
-        self._check_size(len(data), f"request {service}/{method}")
+        if len(data) > self._max_data:
+            self._too_large(len(data), f"request {service}/{method}")
         stream_id = self._next_stream
         if stream_id > 0xFFFFFFFF:
             raise TtrpcError("ttrpc stream ids exhausted on this connection")
@@ -293,7 +294,8 @@ class TtrpcConnection:
             resp.status.message = message
             data = resp.SerializeToString()
             size = len(data)
-            self._check_size(size, f"response on stream {stream_id}")
+            if size > self._max_data:
+                self._too_large(size, f"response on stream {stream_id}")
             self._open.discard(stream_id)
             return (HEADER.pack(size, stream_id, _RESPONSE, 0), data)
         if not payload:
@@ -304,15 +306,15 @@ class TtrpcConnection:
         size = len(payload)
         prefix = b"\x12" + _varint(size)
         size += len(prefix)
-        self._check_size(size, f"response on stream {stream_id}")
+        if size > self._max_data:
+            self._too_large(size, f"response on stream {stream_id}")
         self._open.discard(stream_id)
         return (HEADER.pack(size, stream_id, _RESPONSE, 0) + prefix, payload)
 
-    def _check_size(self, size: int, what: str) -> None:
-        if size > self._max_data:
-            raise MessageTooLarge(
-                f"{what} is {size} bytes, more than ttrpc's limit of {self._max_data}"
-            )
+    def _too_large(self, size: int, what: str) -> NoReturn:
+        raise MessageTooLarge(
+            f"{what} is {size} bytes, more than ttrpc's limit of {self._max_data}"
+        )
 
 
 def _varint(value: int) -> bytes:

@@ -112,3 +112,22 @@ def test_frame_parts_is_frame_of_the_concatenation(size: int, cuts: tuple[int, .
     assert Mux(max_send_payload=7).frame_parts(2, parts) == Mux(max_send_payload=7).frame(
         2, message
     )
+
+
+def test_a_repeated_message_is_framed_anew_around_new_leading_parts() -> None:
+    """The frames of a repeated large message are reused: only its leading parts change."""
+    tx, fresh = Mux(), Mux()
+    answer = bytes(range(256)) * 50
+    same_content = bytes(bytearray(answer))
+    calls = [
+        (1, (b"head-1", answer)),
+        (1, (b"head-2", answer)),
+        (1, (b"head-3", answer)),
+        (1, (b"longer head", answer)),
+        (2, (b"longer head", answer)),
+        (2, (b"head-4", answer[:-1])),
+        (2, (b"head-5", same_content)),
+        (1, (b"a", b"bc", answer)),
+    ]
+    for conn_id, parts in calls:
+        assert tx.frame_parts(conn_id, parts) == fresh.frame(conn_id, b"".join(parts))
