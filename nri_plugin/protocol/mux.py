@@ -162,7 +162,8 @@ class Mux:
             piece = view[start : start + step]
             out += (HEADER.pack(conn_id, len(piece)), piece)
         framed = b"".join(out)
-        self._last_frames = _LastFrames(last, conn_id, head, framed)
+        if type(last) is bytes:  # (immutable: the same object holds the same bytes)
+            self._last_frames = _LastFrames(last, conn_id, head, framed)
         return framed
 
 

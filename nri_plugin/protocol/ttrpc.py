@@ -287,29 +287,23 @@ class TtrpcConnection:
 
     def _response(
         self, stream_id: int, payload: bytes, code: int, message: str
-    ) -> tuple[bytes, ...]:
+    ) -> tuple[bytes, bytes]:
         if code:
             resp = ttrpc_pb2.Response(payload=payload)
             resp.status.code = code
             resp.status.message = message
-            data = resp.SerializeToString()
-            size = len(data)
-            if size > self._max_data:
-                self._too_large(size, f"response on stream {stream_id}")
-            self._open.discard(stream_id)
-            return (HEADER.pack(size, stream_id, _RESPONSE, 0), data)
-        if not payload:
-            self._open.discard(stream_id)
-            return (HEADER.pack(0, stream_id, _RESPONSE, 0),)
-        # Response(payload=payload) without the protobuf call: field 2 (payload, wire type
-        # 2: tag 0x12) and its length, the payload itself left for the framer's one copy
-        size = len(payload)
-        prefix = b"\x12" + _varint(size)
-        size += len(prefix)
+            head, body = resp.SerializeToString(), b""
+        elif payload:
+            # Response(payload=payload) without the protobuf call: field 2 (wire type 2, tag
+            # 0x12) and its length; the payload itself is left for the framer's one copy
+            head, body = b"\x12" + _varint(len(payload)), payload
+        else:
+            head = body = b""
+        size = len(head) + len(body)
         if size > self._max_data:
             self._too_large(size, f"response on stream {stream_id}")
         self._open.discard(stream_id)
-        return (HEADER.pack(size, stream_id, _RESPONSE, 0) + prefix, payload)
+        return HEADER.pack(size, stream_id, _RESPONSE, 0) + head, body
 
     def _too_large(self, size: int, what: str) -> NoReturn:
         raise MessageTooLarge(
