@@ -13,7 +13,6 @@ payload exceeds what containerd's reader accepts (4096 bytes).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from nri_plugin.protocol.errors import MuxError
@@ -41,12 +40,11 @@ class Chunk(NamedTuple):
 class _LastFrames:
     """The frames of the last multi-frame message, for a message that repeats."""
 
-    __slots__ = ("conn_id", "framed", "head", "message", "template")
+    __slots__ = ("body", "framed", "key", "template")
 
-    def __init__(self, message: bytes, conn_id: int, head: int, framed: bytes) -> None:
-        self.message = message  # its last part (kept: identity, not equality, is checked)
-        self.conn_id = conn_id
-        self.head = head  # bytes of the leading parts, at the start of the first payload
+    def __init__(self, body: bytes, key: tuple[int, int], framed: bytes) -> None:
+        self.body = body  # (kept: identity, not equality, is checked)
+        self.key = key  # connection id, length of the head
         self.framed = framed
         self.template: bytearray | None = None  # made at the first repeat
 
@@ -125,45 +123,38 @@ class Mux:
 
     def frame(self, conn_id: int, message: bytes) -> bytes:
         """Frames carrying `message` on `conn_id`, none with more than the send limit."""
-        return self.frame_parts(conn_id, (message,))
+        return self.frame_parts(conn_id, b"", message)
 
-    def frame_parts(self, conn_id: int, parts: Sequence[bytes]) -> bytes:
-        """Frames carrying the concatenation of `parts` (e.g. a ttrpc header and a payload)
-        on `conn_id`, none with more than the send limit: the parts are copied once."""
+    def frame_parts(self, conn_id: int, head: bytes, body: bytes) -> bytes:
+        """Frames carrying `head` then `body` (e.g. a ttrpc header and a payload) on
+        `conn_id`, none with more than the send limit: both are copied once."""
         if not 0 < conn_id <= 0xFFFFFFFF:
             raise ValueError(f"mux connection id must be 1..2^32-1, got {conn_id}")
-        size = sum(map(len, parts))
+        size = len(head) + len(body)
         if size <= self._max_send:
-            return b"".join((HEADER.pack(conn_id, size), *parts))
-        *lead, last = parts
+            return b"".join((HEADER.pack(conn_id, size), head, body))
         step = self._max_send
-        head = sum(map(len, lead))
-        first = step - head  # the last part's bytes in the first frame
-        if first <= 0:  # (leading parts too long to share a frame: not what ttrpc sends)
-            return self.frame_parts(conn_id, (b"".join(parts),))
+        first = step - len(head)  # body bytes in the first frame
+        if first <= 0:  # (a head too long to share a frame: not what ttrpc sends)
+            return self.frame_parts(conn_id, b"", head + body)
         # Large answers repeat (a plugin's cached answer, the same bytes object): the frames
-        # of the last one are kept, and only the leading parts (a ttrpc header: the stream
-        # id) are written anew. Same bytes; one copy instead of slicing and joining.
-        last_frames = self._last_frames
-        if (
-            last_frames is not None
-            and last_frames.message is last
-            and last_frames.conn_id == conn_id
-            and last_frames.head == head
-        ):
-            template = last_frames.template
+        # of the last one are kept, and only the head (a ttrpc header: the stream id) is
+        # written anew. Same bytes; one copy instead of slicing and joining.
+        last = self._last_frames
+        if last is not None and last.body is body and last.key == (conn_id, len(head)):
+            template = last.template
             if template is None:
-                template = last_frames.template = bytearray(last_frames.framed)
-            template[HEADER_SIZE : HEADER_SIZE + head] = b"".join(lead)
+                template = last.template = bytearray(last.framed)
+            template[HEADER_SIZE : HEADER_SIZE + len(head)] = head
             return bytes(template)
-        view = memoryview(last)  # slices without copies: join copies once
-        out: list[bytes | memoryview] = [HEADER.pack(conn_id, step), *lead, view[:first]]
+        view = memoryview(body)  # slices without copies: join copies once
+        out: list[bytes | memoryview] = [HEADER.pack(conn_id, step), head, view[:first]]
         for start in range(first, len(view), step):
             piece = view[start : start + step]
             out += (HEADER.pack(conn_id, len(piece)), piece)
         framed = b"".join(out)
-        if type(last) is bytes:  # (immutable: the same object holds the same bytes)
-            self._last_frames = _LastFrames(last, conn_id, head, framed)
+        if type(body) is bytes:  # (immutable: the same object holds the same bytes)
+            self._last_frames = _LastFrames(body, (conn_id, len(head)), framed)
         return framed
 
 

@@ -220,7 +220,7 @@ class NriTransport(asyncio.BufferedProtocol):
             parts = self._server.response_parts(
                 stream_id, code=Code.RESOURCE_EXHAUSTED, message=str(exc)
             )
-        self._write_parts(mux.PLUGIN_SERVICE_CONN, parts)
+        self._write_parts(mux.PLUGIN_SERVICE_CONN, *parts)
 
     # -- our calls to the runtime --------------------------------------------------------
 
@@ -263,11 +263,11 @@ class NriTransport(asyncio.BufferedProtocol):
     # -- plumbing ------------------------------------------------------------------------
 
     def _write(self, conn_id: int, message: bytes) -> None:
-        self._write_parts(conn_id, (message,))
+        self._write_parts(conn_id, b"", message)
 
-    def _write_parts(self, conn_id: int, parts: tuple[bytes, ...]) -> None:
+    def _write_parts(self, conn_id: int, head: bytes, body: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(self._mux.frame_parts(conn_id, parts))
+            self._transport.write(self._mux.frame_parts(conn_id, head, body))
 
     def _update_reading(self) -> None:
         if self._transport is None:

@@ -270,9 +270,9 @@ class TtrpcConnection:
 
     def response_parts(
         self, stream_id: int, payload: bytes = b"", *, code: int = 0, message: str = ""
-    ) -> tuple[bytes, ...]:
-        """`send_response`'s bytes in pieces (header first), to be copied once by whoever
-        frames them (the mux)."""
+    ) -> tuple[bytes, bytes]:
+        """`send_response`'s bytes in two pieces, the header (with the Response's fields but
+        the payload) and the payload, to be copied once by whoever frames them (the mux)."""
         if not self._serving:
             raise TtrpcError("only the server side of a ttrpc connection sends responses")
         if stream_id not in self._open:

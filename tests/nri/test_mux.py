@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import struct
 
 import pytest
@@ -103,31 +102,29 @@ def test_frame_rejects_bad_conn_id() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 4086, 4096, 4097, 12_949, 20_000])
-@pytest.mark.parametrize("cuts", [(), (10,), (10, 13), (1, 4096, 4097)])
-def test_frame_parts_is_frame_of_the_concatenation(size: int, cuts: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("cut", [0, 1, 10, 13, 4095, 4096, 4097])
+def test_frame_parts_is_frame_of_the_concatenation(size: int, cut: int) -> None:
     message = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
-    bounds = [0, *(c for c in cuts if c <= size), size]
-    parts = [message[a:b] for a, b in itertools.pairwise(bounds)]
-    assert Mux().frame_parts(1, parts) == Mux().frame(1, message)
-    assert Mux(max_send_payload=7).frame_parts(2, parts) == Mux(max_send_payload=7).frame(
-        2, message
-    )
+    head, body = message[:cut], message[cut:]
+    assert Mux().frame_parts(1, head, body) == Mux().frame(1, message)
+    small = Mux(max_send_payload=7)
+    assert small.frame_parts(2, head, body) == Mux(max_send_payload=7).frame(2, message)
 
 
-def test_a_repeated_message_is_framed_anew_around_new_leading_parts() -> None:
-    """The frames of a repeated large message are reused: only its leading parts change."""
+def test_a_repeated_message_is_framed_anew_around_a_new_head() -> None:
+    """The frames of a repeated large message are reused: only its head changes."""
     tx, fresh = Mux(), Mux()
     answer = bytes(range(256)) * 50
     same_content = bytes(bytearray(answer))
     calls = [
-        (1, (b"head-1", answer)),
-        (1, (b"head-2", answer)),
-        (1, (b"head-3", answer)),
-        (1, (b"longer head", answer)),
-        (2, (b"longer head", answer)),
-        (2, (b"head-4", answer[:-1])),
-        (2, (b"head-5", same_content)),
-        (1, (b"a", b"bc", answer)),
+        (1, b"head-1", answer),
+        (1, b"head-2", answer),
+        (1, b"head-3", answer),
+        (1, b"longer head", answer),
+        (2, b"longer head", answer),
+        (2, b"head-4", answer[:-1]),
+        (2, b"head-5", same_content),
+        (2, b"", same_content),
     ]
-    for conn_id, parts in calls:
-        assert tx.frame_parts(conn_id, parts) == fresh.frame(conn_id, b"".join(parts))
+    for conn_id, head, body in calls:
+        assert tx.frame_parts(conn_id, head, body) == fresh.frame(conn_id, head + body)
