@@ -132,15 +132,17 @@ class FakeKubelet:
             old.channel.close()
         plugin = _Plugin(channel, stub, options)
         self.plugins[request.resource_name] = plugin
-        plugin.stream = stub.ListAndWatch(pb.Empty())
-        threading.Thread(
-            target=self._watch, args=(request.resource_name, plugin), daemon=True
-        ).start()
+        # Recorded before the watch starts: a test that has seen the devices listed may
+        # count on the registration being there.
         with self.changed:
             self.registrations.append(
                 Registration(request.resource_name, request.endpoint, options, time.monotonic())
             )
             self.changed.notify_all()
+        plugin.stream = stub.ListAndWatch(pb.Empty())
+        threading.Thread(
+            target=self._watch, args=(request.resource_name, plugin), daemon=True
+        ).start()
         return pb.Empty()
 
     def _watch(self, resource: str, plugin: _Plugin) -> None:
