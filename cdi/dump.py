@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from cdi.errors import escape_char
 from cdi.spec import Spec, Wire, declared
 
 # How a field's value is written as data: as it is, as a list, as a dict, as nested object(s).
@@ -79,15 +80,6 @@ def _unprintable() -> re.Pattern[str]:
     return re.compile(f"[^{_PRINTABLE}\U00010000-\U0010ffff]")
 
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
 def yaml_string(value: str) -> str:
     """`value` as a YAML scalar that every YAML 1.1/1.2 reader reads back as this string."""
     if (
@@ -102,7 +94,7 @@ def yaml_string(value: str) -> str:
     body = value.replace("\\", "\\\\").replace('"', '\\"')
     body = body.replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     if not body.isascii() or not body.isprintable():
-        body = _unprintable().sub(lambda match: _escape(match.group()), body)
+        body = _unprintable().sub(lambda match: escape_char(match.group()), body)
     return f'"{body}"'
 
 

@@ -60,14 +60,16 @@ def quote(value: str) -> str:
     # Go-style double quotes read better next to YAML than Python's single-quoted repr.
     body = value.replace("\\", "\\\\").replace('"', '\\"')
     if not body.isprintable():
-        body = "".join(char if char.isprintable() else _escape(char) for char in body)
+        body = "".join(char if char.isprintable() else escape_char(char) for char in body)
     return f'"{body}"'
 
 
 _ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
-def _escape(char: str) -> str:
+def escape_char(char: str) -> str:
+    """`char` as a backslash escape: `\\n`, `\\t`, `\\r`, else `\\xHH`, `\\uHHHH` or `\\UHHHHHHHH`
+    (the forms Go and YAML double-quoted strings share)."""
     known = _ESCAPES.get(char)
     if known is not None:
         return known
