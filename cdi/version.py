@@ -148,12 +148,20 @@ def version_error(spec: Spec) -> str | None:
             f"invalid cdiVersion {quote(spec.version)}: not a version the reference library "
             f"0.8.0 knows ({FLOOR_VERSION} to {LATEST_VERSION}, optionally with a leading 'v')"
         )
+    short = shortfall(spec, key)
+    return None if short is None else f"cdiVersion {quote(spec.version)} is too old: {short}"
+
+
+def shortfall(spec: Spec, key: tuple[int, int, int]) -> str | None:
+    """Why the version `key` (from `parse_version`) is too old for `spec`, e.g. `needs at
+    least 0.5.0 (device node hostPath "/x" needs it)`, or None when it is new enough. The
+    reason is looked for only then: the minimum alone is cheaper."""
     required = minimum_version(spec)
-    if key < KNOWN_VERSIONS[required]:
-        why = minimum_requirement(spec)[1]
-        reason = f" ({why} needs it)" if why else " (the oldest usable spec version)"
-        return f"cdiVersion {quote(spec.version)} is too old: needs at least {required}{reason}"
-    return None
+    if key >= KNOWN_VERSIONS[required]:
+        return None
+    why = minimum_requirement(spec)[1]
+    reason = f" ({why} needs it)" if why else " (the oldest usable spec version)"
+    return f"needs at least {required}{reason}"
 
 
 def since(cls: type, attr: str) -> str:

@@ -21,13 +21,7 @@ from cdi.dump import dump_spec
 from cdi.errors import WriteError, quote
 from cdi.spec import SPEC_FORMATS, Spec
 from cdi.validate import validate_spec
-from cdi.version import (
-    FLOOR_VERSION,
-    KNOWN_VERSIONS,
-    LATEST_VERSION,
-    minimum_requirement,
-    parse_version,
-)
+from cdi.version import FLOOR_VERSION, LATEST_VERSION, minimum_version, parse_version, shortfall
 
 FILE_MODE = 0o644
 
@@ -47,19 +41,16 @@ def with_version(spec: Spec, version: str | None) -> Spec:
     """`spec` with cdiVersion `version`, or the minimum its content needs when None;
     WriteError when `version` is unknown or too old for the content."""
     if version is None:
-        return attrs.evolve(spec, version=minimum_requirement(spec)[0])
+        return attrs.evolve(spec, version=minimum_version(spec))
     key = parse_version(version)
     if key is None:
         raise WriteError(
             f"cannot write cdiVersion {quote(version)}: not a version the reference "
             f"library 0.8.0 knows ({FLOOR_VERSION} to {LATEST_VERSION})"
         )
-    required, why = minimum_requirement(spec)
-    if key < KNOWN_VERSIONS[required]:
-        raise WriteError(
-            f"cannot write cdiVersion {quote(version)}: the content needs at least "
-            f"{required} ({why} needs it)"
-        )
+    short = shortfall(spec, key)
+    if short is not None:
+        raise WriteError(f"cannot write cdiVersion {quote(version)}: the content {short}")
     return attrs.evolve(spec, version=version)
 
 

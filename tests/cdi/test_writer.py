@@ -62,6 +62,14 @@ def test_version_too_old_or_unknown_is_refused(tmp_path: Path) -> None:
         write_spec(SPEC, str(path), version="0.4.0")
     with pytest.raises(WriteError, match="not a version"):
         write_spec(SPEC, str(path), version="1.0.0")
+    # Below the floor, nothing in the content is to blame (this once read "( needs it)").
+    floor = Spec("0.3.0", "nvidia.com/gpu", devices=[Device("x", ContainerEdits(env=["A=1"]))])
+    with pytest.raises(
+        WriteError,
+        match=r'cdiVersion "0.2.0": the content needs at least 0.3.0 '
+        r"\(the oldest usable spec version\)$",
+    ):
+        write_spec(floor, str(path), version="0.2.0")
     with pytest.raises(WriteError, match=r"must end in \.yaml or \.json"):
         write_spec(SPEC, str(tmp_path / "nvidia.yml"))
     with pytest.raises(SpecError, match="empty device edits"):
