@@ -170,7 +170,10 @@ def fail(event: Any, reason: str) -> NoReturn:
 
 def position(event: Any) -> str:
     """Where `event` starts: `line L, column C` (1-based)."""
-    mark = event.start_mark
+    return _at(event.start_mark)
+
+
+def _at(mark: Any) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}"
 
 
@@ -326,7 +329,7 @@ def slash_escape_error(data: bytes | str) -> str | None:
                 for escape in re.finditer(r"\\(.)", text[start.index : end.index], re.S):
                     if escape.group(1) == "/":
                         return (
-                            f"line {start.line + 1}, column {start.column + 1}: unknown escape "
+                            f"{_at(start)}: unknown escape "
                             "\\/ in a double-quoted string (the reference library's YAML "
                             "decoder rejects it; write / alone)"
                         )
@@ -355,7 +358,7 @@ def read_document(data: bytes | str, read: Callable[[Get, Any], T]) -> T | None:
             return _document(_expanding(LOADER(data).get_event).__next__, read)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        where = f"{_at(mark)}: " if mark is not None else ""
         raise YamlError(f"{where}{_one_line(error.problem or str(error))}") from None
     except yaml.YAMLError as error:
         raise YamlError(_one_line(str(error))) from None
