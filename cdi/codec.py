@@ -332,15 +332,10 @@ class _Reader:
                     )
                 attr, how, arg = table[exact]
                 if exact != name:
-                    if attr in kwargs:
-                        raise _Bad(
-                            f"field {quote(name)} given twice (keys match case-insensitively)",
-                            key,
-                        )
                     folded = folded or {}
                     folded[attr] = name
             if attr in kwargs:
-                if folded is not None and attr in folded:
+                if folded is not None and attr in folded:  # this key or the first one
                     raise _Bad(
                         f"field {quote(name)} given twice (keys match case-insensitively)", key
                     )
