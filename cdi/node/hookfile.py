@@ -26,9 +26,9 @@ import sys
 import zlib
 
 from cdi.node import hookboot
+from cdi.node.hookpath import HOOK_PROGRAM as PROGRAM
 
 PACKAGE = "cdi.hook"
-PROGRAM = "gpu-cdi-hook"
 BOOT = "cdi.node.hookboot"  # travels in the file beside the package, not importable from it
 # The package's own floor (pyproject requires-python); the launcher refuses older ones.
 MIN_PYTHON = (3, 11)
