@@ -60,20 +60,6 @@ def merged_dirs(
     return (reads + missing, ", ".join(missing)) if missing else None
 
 
-def diff(path: str, old: str, new: str) -> str:
-    """A unified diff from the config on disk to the configured one."""
-    import difflib
-
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True),
-            new.splitlines(keepends=True),
-            fromfile=path,
-            tofile=f"{path} (configured)",
-        )
-    )
-
-
 def _backup_path(path: str) -> str:
     import time
 
@@ -122,7 +108,9 @@ def apply(
         return 0
     what = "; ".join(edit.changes)
     if dry_run:
-        out.write(diff(path, old or "", edit.text))
+        from cdi.writer import unified_diff
+
+        out.write(unified_diff(old or "", edit.text, path, f"{path} (configured)"))
         err.write(f"{path}: dry run, nothing written; it would get: {what}\n")
         return 0
     backup = write(path, old, edit.text)
