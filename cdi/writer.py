@@ -213,3 +213,13 @@ def write_atomic(
             if blocker is not None:
                 reason = f"{blocker} is not a directory"
         raise WriteError(f"{path}: cannot write {what}: {reason}") from None
+
+
+def unified_diff(old: str, new: str, fromfile: str, tofile: str) -> str:
+    """A unified diff of two texts (`gpu-cdi generate --check`, `configure --dry-run`)."""
+    import difflib
+
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True), fromfile, tofile
+    )
+    return "".join(lines)

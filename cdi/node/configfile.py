@@ -47,28 +47,17 @@ def read(path: str) -> str | None:
 
 
 def merged_dirs(
-    current: Sequence[str] | None, default: Sequence[str], wanted: Sequence[str]
-) -> list[str] | None:
-    """The spec-dir list that adds `wanted` to what the runtime reads now (`current`, or its
-    `default` when unset); None when it reads them all already. Later dirs take precedence in
-    both containerd and Docker, so added dirs go last and existing ones keep their order."""
-    reads = list(default if current is None else current)
+    current: Sequence[str] | None, wanted: Sequence[str]
+) -> tuple[list[str], str] | None:
+    """The spec-dir list that adds `wanted` to what the runtime reads now (`current`, or when
+    unset the CDI library's default, which containerd and Docker both keep), and the added dirs
+    as a phrase; None when it reads them all already. Later dirs take precedence in both, so
+    added dirs go last and existing ones keep their order."""
+    from cdi.registry import DEFAULT_SPEC_DIRS
+
+    reads = list(DEFAULT_SPEC_DIRS if current is None else current)
     missing = [d for d in dict.fromkeys(wanted) if d not in reads]
-    return reads + missing if missing else None
-
-
-def diff(path: str, old: str, new: str) -> str:
-    """A unified diff from the config on disk to the configured one."""
-    import difflib
-
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True),
-            new.splitlines(keepends=True),
-            fromfile=path,
-            tofile=f"{path} (configured)",
-        )
-    )
+    return (reads + missing, ", ".join(missing)) if missing else None
 
 
 def _backup_path(path: str) -> str:
@@ -119,7 +108,9 @@ def apply(
         return 0
     what = "; ".join(edit.changes)
     if dry_run:
-        out.write(diff(path, old or "", edit.text))
+        from cdi.writer import unified_diff
+
+        out.write(unified_diff(old or "", edit.text, path, f"{path} (configured)"))
         err.write(f"{path}: dry run, nothing written; it would get: {what}\n")
         return 0
     backup = write(path, old, edit.text)

@@ -17,7 +17,6 @@ from cdi.node.configfile import ConfigError, Edit, merged_dirs
 
 DEFAULT_CONFIG = "/etc/containerd/config.toml"
 NRI_PLUGIN = "io.containerd.nri.v1.nri"
-DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")  # containerd's, both versions
 RESTART = "restart containerd (systemctl restart containerd)"
 
 
@@ -209,7 +208,8 @@ def configure(
     spaced = not any(_is_table(item) for item in _entries(doc)) or re.search(_SPACED, old)
     disabled = edit.lookup((), "disabled_plugins", [])
     if not isinstance(disabled, list):
-        raise ConfigError(f"{source}: disabled_plugins must be a list of plugin names")
+        shown = tomlkit.item(disabled).as_string().strip()
+        raise ConfigError(f"{source}: disabled_plugins must be a list of plugin names, not {shown}")
     if NRI_PLUGIN in disabled or "nri" in disabled:
         kept = [name for name in disabled if name not in (NRI_PLUGIN, "nri")]
         edit.ensure((), "disabled_plugins", kept, [], f"{NRI_PLUGIN} out of disabled_plugins")
@@ -237,9 +237,9 @@ def configure(
             cri, "enable_cdi", True, version.cdi_enabled, f"CDI enabled ({cri[1]} enable_cdi)"
         )
         current = edit.lookup(cri, "cdi_spec_dirs", None)
-        dirs = merged_dirs(current, DEFAULT_SPEC_DIRS, spec_dirs)
-        if dirs is not None:
-            added = ", ".join(d for d in dirs if d not in (current or DEFAULT_SPEC_DIRS))
+        merged = merged_dirs(current, spec_dirs)
+        if merged is not None:
+            dirs, added = merged
             edit.ensure(cri, "cdi_spec_dirs", dirs, None, f"CDI spec dirs + {added}")
     if spaced:
         edit.space()

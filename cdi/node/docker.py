@@ -17,7 +17,6 @@ from typing import Any
 from cdi.node.configfile import ConfigError, Edit, merged_dirs
 
 DEFAULT_CONFIG = "/etc/docker/daemon.json"
-DEFAULT_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")  # dockerd's
 RESTART = "restart Docker (systemctl restart docker)"
 _INDENT = r"^\{\s*?\n([ \t]+)\S"  # the first member's indentation
 
@@ -66,10 +65,9 @@ def configure(text: str | None, source: str, spec_dirs: Sequence[str] = ()) -> E
         isinstance(current, list) and all(isinstance(d, str) for d in current)
     ):
         raise ConfigError(f"{source}: cdi-spec-dirs is {json.dumps(current)}, not a list of dirs")
-    dirs = merged_dirs(current, DEFAULT_SPEC_DIRS, spec_dirs)
-    if dirs is not None:
-        added = ", ".join(d for d in dirs if d not in (current or DEFAULT_SPEC_DIRS))
-        data["cdi-spec-dirs"] = dirs
+    merged = merged_dirs(current, spec_dirs)
+    if merged is not None:
+        data["cdi-spec-dirs"], added = merged
         changes.append(f"CDI spec dirs + {added} (cdi-spec-dirs)")
     if not changes:
         return Edit(old, ())

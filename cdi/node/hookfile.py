@@ -26,9 +26,9 @@ import sys
 import zlib
 
 from cdi.node import hookboot
+from cdi.node.hookpath import HOOK_PROGRAM as PROGRAM
 
 PACKAGE = "cdi.hook"
-PROGRAM = "gpu-cdi-hook"
 BOOT = "cdi.node.hookboot"  # travels in the file beside the package, not importable from it
 # The package's own floor (pyproject requires-python); the launcher refuses older ones.
 MIN_PYTHON = (3, 11)
@@ -77,8 +77,8 @@ def entry_point() -> tuple[str, str]:
     return entry.module, entry.attr
 
 
-def _without_docstrings(source: bytes) -> ast.Module:
-    tree = ast.parse(source)
+def _without_docstrings(source: bytes, filename: str) -> ast.Module:
+    tree = ast.parse(source, filename)
     for node in ast.walk(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             first = node.body[0] if node.body else None
@@ -91,8 +91,9 @@ def _without_docstrings(source: bytes) -> ast.Module:
 def _compile_all(sources: dict[str, tuple[bool, bytes]]) -> Table:
     table: Table = {}
     for module, (is_package, source) in sources.items():
-        tree = _without_docstrings(source)
-        code = compile(tree, hookboot.filename(module, is_package), "exec", dont_inherit=True)
+        filename = hookboot.filename(module, is_package)
+        tree = _without_docstrings(source, filename)
+        code = compile(tree, filename, "exec", dont_inherit=True)
         table[module] = (is_package, zlib.compress(marshal.dumps(code), 9))
     return table
 
@@ -105,15 +106,21 @@ def compiled(sources: dict[str, tuple[bool, bytes]]) -> Table:
     of a traceback, and the hook prints one line). That option applies to a whole interpreter,
     hence a child process of this one; -P keeps the working directory off its sys.path.
     """
-    proc = subprocess.run(
-        [sys.executable, "-P", "-X", "no_debug_ranges", "-m", __name__],
-        input=marshal.dumps(sources),
-        capture_output=True,
-        check=False,
-        timeout=120,
-    )
+    argv = [sys.executable, "-P", "-X", "no_debug_ranges", "-m", __name__]
+    try:
+        proc = subprocess.run(
+            argv, input=marshal.dumps(sources), capture_output=True, check=False, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ValueError(f"compiling the hook with {sys.executable} failed: {error}") from None
     if proc.returncode != 0:
-        raise ValueError(f"compiling the hook failed: {proc.stderr.decode(errors='replace')}")
+        # one line: the child's own (a syntax error names module, file and line) or the last
+        # of a traceback, which names the exception
+        lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+        raise ValueError(
+            f"compiling the hook with {sys.executable} failed "
+            f"(exit {proc.returncode}): {lines[-1].strip()}"
+        )
     table: Table = marshal.loads(proc.stdout)
     return table
 
@@ -187,4 +194,8 @@ def render(
 
 
 if __name__ == "__main__":  # the compiling child of `compiled`
-    sys.stdout.buffer.write(marshal.dumps(_compile_all(marshal.loads(sys.stdin.buffer.read()))))
+    try:
+        _table = _compile_all(marshal.loads(sys.stdin.buffer.read()))
+    except SyntaxError as _error:
+        sys.exit(f"{_error.filename}, line {_error.lineno}: {_error.msg}")
+    sys.stdout.buffer.write(marshal.dumps(_table))

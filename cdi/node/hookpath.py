@@ -16,8 +16,15 @@ FALLBACK = f"/usr/bin/{HOOK_PROGRAM}"
 GENERATOR_PROGRAM = "gpu-cdi"
 
 
-def _executable(path: str) -> bool:
+def is_executable(path: str) -> bool:
+    """Whether `path` (in this filesystem) is a file this process may execute."""
     return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def on_host(host_root: str, path: str) -> str:
+    """Where the host's absolute `path` is in this filesystem, the host's / being at
+    `host_root`; no symlink is looked at."""
+    return os.path.join(host_root, path.lstrip("/"))
 
 
 def candidates(argv0: str, interpreter: str, search_path: str) -> list[str]:
@@ -44,7 +51,7 @@ def default_hook_path(
         sys.executable if interpreter is None else interpreter,
         os.environ.get("PATH", "") if search_path is None else search_path,
     ):
-        if _executable(path):
+        if is_executable(path):
             return path
     return FALLBACK
 
@@ -52,8 +59,8 @@ def default_hook_path(
 def missing_warning(path: str, host_root: str | None = None) -> str | None:
     """One line when `path` is not an executable file on the host (seen under `host_root`)."""
     host_root = host_root or "/"
-    where = os.path.join(host_root, path.lstrip("/"))
-    if _executable(where):
+    where = on_host(host_root, path)
+    if is_executable(where):
         return None
     problem = "is not executable" if os.path.exists(where) else "does not exist"
     seen = "" if os.path.normpath(host_root) == "/" else f" (looked at {where})"

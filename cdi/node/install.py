@@ -15,7 +15,7 @@ import re
 import stat
 import sys
 
-from cdi.node.hookpath import HOOK_PROGRAM
+from cdi.node.hookpath import HOOK_PROGRAM, is_executable, on_host
 
 DEFAULT_PREFIX = "/usr/local/bin"
 DEFAULT_PYTHON = "/usr/bin/python3"
@@ -61,10 +61,6 @@ def _absolute(flag: str, value: str) -> str:
     return os.path.normpath(value)
 
 
-def _under(root: str, path: str) -> str:
-    return os.path.join(root, path.lstrip("/"))
-
-
 def python_minor(python: str, host_root: str) -> int | None:
     """The 3.N minor version of the host interpreter from its file name (python3.N, after
     links within the host root), or None when the name does not say."""
@@ -74,7 +70,7 @@ def python_minor(python: str, host_root: str) -> int | None:
         if match:
             return int(match.group(1))
         try:
-            target = os.readlink(_under(host_root, path))
+            target = os.readlink(on_host(host_root, path))
         except OSError:
             return None
         path = os.path.normpath(os.path.join(os.path.dirname(path), target))
@@ -85,8 +81,8 @@ def check_python(python: str, host_root: str) -> str | None:
     """Refuse an interpreter that cannot run the hook; a note when it runs it slowly."""
     from cdi.node.hookfile import MIN_PYTHON
 
-    here = _under(host_root, python)
-    if not (os.path.isfile(here) and os.access(here, os.X_OK)):
+    here = on_host(host_root, python)
+    if not is_executable(here):
         seen = "" if host_root == "/" else f" (looked at {here})"
         raise InstallError(
             f"--python {python}: no such interpreter on the host{seen}: the hook needs the "
@@ -137,7 +133,7 @@ def install(prefix: str, python: str, host_root: str = "/") -> tuple[str, list[s
     prefix = _absolute("--prefix", prefix)
     python = _absolute("--python", python)
     host_root = _absolute("--host-root", host_root)
-    directory = _under(host_root, prefix)
+    directory = on_host(host_root, prefix)
     if not os.path.isdir(directory):
         seen = "" if host_root == "/" else f" ({directory})"
         problem = "not a directory" if os.path.exists(directory) else "no such directory"
@@ -148,7 +144,7 @@ def install(prefix: str, python: str, host_root: str = "/") -> tuple[str, list[s
     except (ValueError, LookupError) as error:
         raise InstallError(str(error)) from None
     hook = os.path.join(prefix, HOOK_PROGRAM)
-    target = _under(host_root, hook)
+    target = on_host(host_root, hook)
     if _installed(target, data):
         said.append(f"{target}: unchanged, not rewritten")
     else:

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from cdi.node.hookpath import HOOK_PROGRAM, default_hook_path, missing_warning
+from cdi.node.hookpath import FALLBACK, HOOK_PROGRAM, default_hook_path, missing_warning
 
 
 def add_discovery_flags(parser: argparse.ArgumentParser, *, saved_inventory: bool = True) -> None:
@@ -117,7 +117,7 @@ def generate_arguments(g: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help=f"hook program in the spec (default: the {HOOK_PROGRAM} beside gpu-cdi, else on "
-        f"PATH, else /usr/bin/{HOOK_PROGRAM}; see gpu-cdi install-hook)",
+        f"PATH, else {FALLBACK}; see gpu-cdi install-hook)",
     )
     g.add_argument(
         "--disable-hook",

@@ -125,19 +125,6 @@ def version_note(built: Built, version: str | None) -> str | None:
     return None
 
 
-def diff(path: str, old: str, new: str) -> str:
-    """A unified diff from the spec on disk to the one this host gives now."""
-    import difflib
-
-    lines = difflib.unified_diff(
-        old.splitlines(keepends=True),
-        new.splitlines(keepends=True),
-        fromfile=f"{path} (on disk)",
-        tofile=f"{path} (this host now)",
-    )
-    return "".join(lines)
-
-
 def relaid(old: str, new: str, fmt: str) -> str | None:
     """`old` laid out as we lay out specs, so a diff against `new` shows only real changes
     (e.g. against a spec nvidia-ctk wrote); None when `old` is not YAML or JSON data."""
@@ -187,7 +174,9 @@ def check(text: str, path: str, fmt: str, out: TextIO, err: TextIO) -> int:
     if ours == text:
         err.write(f"{path}: up to date (same content, laid out differently)\n")
         return 0
-    out.write(diff(path, ours or old, text))
+    from cdi.writer import unified_diff
+
+    out.write(unified_diff(ours or old, text, f"{path} (on disk)", f"{path} (this host now)"))
     err.write(f"{path}: stale: it differs from what this host gives now (diff above)\n")
     return 1
 

@@ -153,3 +153,12 @@ def test_render_refuses_an_interpreter_that_cannot_go_on_the_first_line() -> Non
     for bad in ("python3", "/usr/bin/my python3"):
         with pytest.raises(ValueError, match="absolute path without spaces"):
             hookfile.render(bad, "1")
+
+
+def test_a_module_that_does_not_compile_is_one_line_naming_it() -> None:
+    with pytest.raises(ValueError) as error:
+        hookfile.compiled({"cdi.hook.bad": (False, b"x = 1\ny = (\n")})
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"{hookboot.filename('cdi.hook.bad', False)}, line 2: '(' was never closed" in message
+    assert message.startswith(f"compiling the hook with {sys.executable} failed (exit 1): ")
