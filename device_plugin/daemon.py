@@ -192,21 +192,19 @@ class Daemon:
             log.error("discovering the node again failed, keeping what is served: %s", error)
             return
         old = self.node
-        self._write_files(node)
         if old is not None and node.fingerprint() == old.fingerprint():
             self.node = node
+            self._write_files(node)
             self._mark_failed(node)
             log.info("node discovered again: the same devices")
             release_memory()
             return
         log.info("node discovered again: the devices changed, serving them anew")
-        for note in node.notes:
-            log.warning("%s", note)
         self._stop_serving()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
-        self._start(node)
+        self._start(node)  # logs the notes, writes the files, marks failed GPUs
         release_memory()
 
 
