@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping
 
 from device_plugin import allocate, nfd
-from device_plugin.config import Settings
+from device_plugin.config import DEFAULT_KUBELET_SOCKET, Settings
 from device_plugin.health import Board, XidPolicy
 from device_plugin.kubelet import Registrar
 from device_plugin.node import DiscoveryFailed, Node, discover_apart, write_spec
@@ -43,8 +43,8 @@ class Daemon:
         self.servers: list[PluginServer] = []
         self.registrar: Registrar | None = None
         self.watcher: Watcher | None = None
-        kubelet = settings.kubelet_socket
-        self.socket_dir = os.path.dirname(kubelet) if kubelet else "/var/lib/kubelet/device-plugins"
+        # beside kubelet.sock; with registration off (empty), where kubelet's would be
+        self.socket_dir = os.path.dirname(settings.kubelet_socket or DEFAULT_KUBELET_SOCKET)
 
     # -- lifecycle -----------------------------------------------------------------------
 
