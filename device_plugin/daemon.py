@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping
 
 from device_plugin import allocate, nfd
-from device_plugin.config import Settings
+from device_plugin.config import DEFAULT_KUBELET_SOCKET, Settings
 from device_plugin.health import Board, XidPolicy
 from device_plugin.kubelet import Registrar
 from device_plugin.node import DiscoveryFailed, Node, discover_apart, write_spec
@@ -43,8 +43,8 @@ class Daemon:
         self.servers: list[PluginServer] = []
         self.registrar: Registrar | None = None
         self.watcher: Watcher | None = None
-        kubelet = settings.kubelet_socket
-        self.socket_dir = os.path.dirname(kubelet) if kubelet else "/var/lib/kubelet/device-plugins"
+        # beside kubelet.sock; with registration off (empty), where kubelet's would be
+        self.socket_dir = os.path.dirname(settings.kubelet_socket or DEFAULT_KUBELET_SOCKET)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -192,21 +192,19 @@ class Daemon:
             log.error("discovering the node again failed, keeping what is served: %s", error)
             return
         old = self.node
-        self._write_files(node)
         if old is not None and node.fingerprint() == old.fingerprint():
             self.node = node
+            self._write_files(node)
             self._mark_failed(node)
             log.info("node discovered again: the same devices")
             release_memory()
             return
         log.info("node discovered again: the devices changed, serving them anew")
-        for note in node.notes:
-            log.warning("%s", note)
         self._stop_serving()
         if self.watcher is not None:
             self.watcher.stop()
             self.watcher = None
-        self._start(node)
+        self._start(node)  # logs the notes, writes the files, marks failed GPUs
         release_memory()
 
 

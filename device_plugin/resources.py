@@ -156,7 +156,10 @@ def _shared(resource: Resource, sharing: TimeSlicing, notes: list[str]) -> Resou
     )
     too_long = [d.id for d in devices if len(d.id) > ID_MAX]
     if too_long:
-        raise ResourceError(f"device ID {too_long[0]!r} is longer than kubelet's {ID_MAX}")
+        raise ResourceError(
+            f"sharing.timeSlicing: {resource.name} with {entry.replicas} replicas: device ID "
+            f"{too_long[0]!r} is longer than kubelet's {ID_MAX}"
+        )
     notes.append(
         f"{resource.name}: each of {len(resource.devices)} devices shared "
         f"{entry.replicas} times" + (f" as {name}" if name else "")

@@ -88,8 +88,6 @@ class Watcher:
     # -- the thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        from device_plugin.nvmlevents import Nvml, NvmlError
-
         said = ""
         backoff = 1.0
         while not self.stopping.is_set():

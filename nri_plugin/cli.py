@@ -213,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isdir(config.host_root):
         state = "not a directory" if os.path.exists(config.host_root) else "no such directory"
         say(
-            f"{PROG}: error: host root {config.host_root}: {state} (where the host's / should "
+            f"{PROG}: error: host root {config.host_root} (--host-root, or host_root in the "
+            f"config): {state} (where the host's / should "
             "be mounted in this container, e.g. a hostPath volume of / at /host)",
             sys.stderr,
         )

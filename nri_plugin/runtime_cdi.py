@@ -137,7 +137,7 @@ def _parse(text: str, shown: str, inherited_version: int) -> _FileCdi:
         raise RuntimeConfigError(f"{shown}: {_table_header(version)} is not a table")
     imports = data.get("imports", [])
     if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
-        raise RuntimeConfigError(f"{shown}: imports: expected a list of paths")
+        raise RuntimeConfigError(f"{shown}: imports: expected a list of paths, got {imports!r}")
     return _FileCdi(shown, version, table, tuple(imports))
 
 

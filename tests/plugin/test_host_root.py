@@ -32,7 +32,8 @@ def test_missing_host_root_stops_the_plugin_with_one_line(
     assert main(["--host-root", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"gpu-cdi-nri: error: host root {tmp_path}/none: no such directory (where the host's / "
+        f"gpu-cdi-nri: error: host root {tmp_path}/none (--host-root, or host_root in the "
+        "config): no such directory (where the host's / "
         "should be mounted in this container, e.g. a hostPath volume of / at /host)"
     ]
 
