@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.proc import rss_mb  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from device_plugin.api import UNHEALTHY, Stub, pb  # noqa: E402
 from tests.device_plugin.kubelet import FakeKubelet  # noqa: E402
 from tests.device_plugin.support import INVENTORIES, Plugin  # noqa: E402
@@ -51,11 +52,6 @@ server.start()
 print("up", flush=True)
 time.sleep(3600)
 """
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def fake_host(base: Path) -> Any:
