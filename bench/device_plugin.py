@@ -36,6 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.proc import rss_mb  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from device_plugin.api import UNHEALTHY, Stub, pb  # noqa: E402
 from tests.device_plugin.kubelet import FakeKubelet  # noqa: E402
 from tests.device_plugin.support import INVENTORIES, Plugin  # noqa: E402
@@ -50,20 +52,6 @@ server.start()
 print("up", flush=True)
 time.sleep(3600)
 """
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident set of a process (VmRSS now, VmHWM its peak), MB."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} for {pid}")
 
 
 def fake_host(base: Path) -> Any:

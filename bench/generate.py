@@ -93,7 +93,8 @@ class Timed:
         self.wall.append((time.perf_counter() - start) * 1000)
         self.cpu.append((usage.ru_utime + usage.ru_stime) * 1000)
         if status != 0:
-            raise SystemExit(f"failed ({status}): {' '.join(self.argv)}")
+            code = os.waitstatus_to_exitcode(status)
+            raise SystemExit(f"failed (exit status {code}): {' '.join(self.argv)}")
 
     def median(self) -> float:
         return statistics.median(self.wall)

@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.generate import regular_install  # noqa: E402
 from bench.nri_common import build_spec_dir, go_binary, resolved_answer  # noqa: E402
+from bench.proc import cpu_seconds, rss_mb  # noqa: E402
 from bench.stats import Estimate, median_ci, percentile  # noqa: E402
 from tests.nri.fake_runtime import FakeRuntime, PluginConn, sample_create_request  # noqa: E402
 
@@ -87,16 +88,10 @@ class Process:
             )
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mb(self.proc.pid)
 
     def close(self) -> None:
         self.proc.terminate()

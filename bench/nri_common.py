@@ -3,6 +3,7 @@ against containerd's NRI library, the answers gpu-cdi-nri gives for one GPU."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -23,9 +24,10 @@ def build_spec_dir(base: Path) -> Path:
     return spec_dir
 
 
+@functools.cache
 def go_binary(program: str) -> str:
     """The path of bench/`program` (nri_go_trivial, nri_go_runtime), built or found up to date
-    by bench/nri_go_trivial/build.sh."""
+    by bench/nri_go_trivial/build.sh once per run (its callers ask for it per plugin started)."""
     proc = subprocess.run(
         ["bash", str(REPO / "bench" / "nri_go_trivial" / "build.sh"), program],
         stdout=subprocess.PIPE,

@@ -51,7 +51,7 @@ func main() {
 			err = proto.Unmarshal(wire, p.answer)
 		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
+			fmt.Fprintf(os.Stderr, "nri_go_trivial: -answer %s: %v\n", *answer, err)
 			os.Exit(1)
 		}
 	}
